@@ -1,0 +1,104 @@
+# efsfuse — see README.md. `make` builds build/efsfuse; `make test` installs
+# what is missing (Debian packages), builds and runs every test.
+
+VERSION := 0.1.0
+PREFIX ?= /usr/local
+DESTDIR ?=
+SANITIZE ?=
+# Sanitized builds live beside the normal one so both can be kept.
+BUILD ?= build$(if $(SANITIZE),-$(subst $(comma),-,$(SANITIZE)))
+comma := ,
+
+CC ?= cc
+PKGS := fuse3 libnfs libcurl libcjson
+PKG_CFLAGS = $(shell pkg-config --cflags $(PKGS) 2>/dev/null)
+PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
+
+CFLAGS ?= -O2 -g
+CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
+          -D_GNU_SOURCE -DEFSFUSE_VERSION='"$(VERSION)"' -MMD -MP \
+          -I. $(PKG_CFLAGS)
+ifneq ($(SANITIZE),)
+CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
+LDFLAGS += -fsanitize=$(SANITIZE)
+endif
+LDLIBS += $(PKG_LIBS)
+
+COMMON_SRC := $(wildcard common/*.c)
+NFS_SRC := $(wildcard nfsclient/*.c)
+FS_SRC := $(wildcard fuse/*.c)
+SIDECAR_SRC := $(filter-out sidecar/main.c,$(wildcard sidecar/*.c))
+LIB_SRC := $(COMMON_SRC) $(NFS_SRC) $(FS_SRC) $(SIDECAR_SRC)
+LIB_OBJ := $(LIB_SRC:%.c=$(BUILD)/%.o)
+
+UNIT_SRC := $(wildcard tests/unit/test_*.c)
+UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
+
+BENCH_SRC := $(wildcard tests/bench/*.c)
+BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
+
+PYTEST := /usr/bin/python3 -m pytest
+
+.PHONY: all deps run stop test unit integration test-asan bench install uninstall clean format valgrind
+
+all: $(BUILD)/efsfuse
+
+$(BUILD)/efsfuse: $(BUILD)/sidecar/main.o $(LIB_OBJ)
+	$(CC) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+$(BUILD)/%.o: %.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) -c -o $@ $<
+
+$(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS) -lcmocka
+
+$(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ)
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $^ $(LDLIBS)
+
+deps:
+	@scripts/deps.sh
+
+# Builds, starts a local nfs-ganesha on loopback exporting ./var/export and
+# mounts it at ./mnt. `make stop` undoes it.
+run: deps all
+	@scripts/run.sh start $(BUILD)/efsfuse
+
+stop:
+	@scripts/run.sh stop
+
+unit: $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do echo "== $$t"; $$t; done
+
+integration: all
+	EFSFUSE_BIN=$(abspath $(BUILD)/efsfuse) $(PYTEST) -q tests/integration $(PYTEST_ARGS)
+
+# The integration suite once more with AddressSanitizer and UBSan.
+test-asan:
+	$(MAKE) SANITIZE=address,undefined integration
+
+test: deps
+	$(MAKE) all unit
+	$(MAKE) integration
+	$(MAKE) test-asan
+
+install: all
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -m 0755 $(BUILD)/efsfuse $(DESTDIR)$(PREFIX)/bin/efsfuse
+	install -m 0755 scripts/mount.efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.efsfuse
+	install -m 0755 scripts/mount.efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.fuse.efsfuse
+	install -m 0644 doc/efsfuse.1 $(DESTDIR)$(PREFIX)/share/man/man1/efsfuse.1
+
+uninstall:
+	rm -f $(DESTDIR)$(PREFIX)/bin/efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.efsfuse \
+	      $(DESTDIR)$(PREFIX)/sbin/mount.fuse.efsfuse $(DESTDIR)$(PREFIX)/share/man/man1/efsfuse.1
+
+format:
+	clang-format -i $(wildcard */*.c */*.h tests/*/*.c)
+
+clean:
+	rm -rf build build-*
+
+-include $(shell find $(BUILD) -name '*.d' 2>/dev/null)

@@ -1,0 +1,266 @@
+/*
+ * nfsclient internals, shared by the files of this directory only.
+ *
+ * The pieces:
+ *   rpc.c       the TCP connection: record marking, XIDs, send queue,
+ *               retransmission on reconnect, timeouts
+ *   compound.c  building COMPOUND4args and reading fattr4 / writing attributes
+ *   state.c     client id, lease renewal, open-owners and their seqid queues
+ *   client.c    nc_client lifetime, connect, the event-loop entry points
+ *   meta.c      stateless operations (getattr, lookup, create, remove, ...)
+ *   file.c      open, close, read, write, commit
+ *   lock.c      byte-range locks
+ *   status.c    NFS4ERR_* -> errno
+ */
+#ifndef EFSFUSE_NC_INTERNAL_H
+#define EFSFUSE_NC_INTERNAL_H
+
+#include <sys/time.h> /* libnfs headers need it first */
+
+#include <nfsc/libnfs.h>
+#include <nfsc/libnfs-raw.h>
+#include <nfsc/libnfs-raw-nfs4.h>
+
+#include "nfsclient.h"
+
+#include <stddef.h>
+
+#define NC_COMPONENT "nfs"
+
+/* --- time --- */
+uint64_t nc_now_ms(void);
+
+/* --- a growable byte buffer for XDR encoding by hand --- */
+struct nc_buf {
+    unsigned char *data;
+    size_t len;
+    size_t cap;
+};
+void nc_buf_put_u32(struct nc_buf *b, uint32_t v);
+void nc_buf_put_u64(struct nc_buf *b, uint64_t v);
+void nc_buf_put_opaque(struct nc_buf *b, const void *p, uint32_t len); /* length + padded bytes */
+void nc_buf_free(struct nc_buf *b);
+
+/* --- rpc.c: one TCP connection carrying NFSv4 COMPOUNDs --- */
+
+struct nc_rpc;
+struct nc_call;
+
+/*
+ * Called once per call: res is the decoded reply (NULL when err != 0: the
+ * call failed before the server answered, e.g. -ETIMEDOUT or -EPROTO), valid
+ * only during the callback.
+ */
+typedef void (*nc_rpc_done)(struct nc_client *c, void *ctx, int err, COMPOUND4res *res);
+
+struct nc_rpc_config {
+    uint32_t request_timeout_ms;
+};
+
+int nc_rpc_new(struct nc_rpc **out, struct nc_client *owner, const struct nc_rpc_config *cfg);
+void nc_rpc_free(struct nc_rpc *rpc);
+/* Resolves host and connects (non-blocking connect; completion via the loop). */
+int nc_rpc_start_connect(struct nc_rpc *rpc, const char *host, uint16_t port, char *errbuf,
+                         size_t errlen);
+bool nc_rpc_connected(const struct nc_rpc *rpc);
+/* Off while the first connection is made (failures are final), on after. */
+void nc_rpc_set_auto_reconnect(struct nc_rpc *rpc, bool on);
+/* Sends a COMPOUND; args is encoded (copied) before return. Returns 0 or -errno
+ * (then done is not called). extra is a size hint for large payloads. */
+int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *args,
+                size_t payload_hint, nc_rpc_done done, void *ctx);
+/* Sends a NULL procedure call (liveness / protocol probe). */
+int nc_rpc_null(struct nc_rpc *rpc, nc_rpc_done done, void *ctx);
+int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd);
+void nc_rpc_handle(struct nc_rpc *rpc, short revents);
+int nc_rpc_timeout_ms(struct nc_rpc *rpc);
+void nc_rpc_tick(struct nc_rpc *rpc);
+unsigned nc_rpc_pending(const struct nc_rpc *rpc);
+/* Fails every call with err and closes the socket (no reconnect). */
+void nc_rpc_abort(struct nc_rpc *rpc, int err);
+/* The reason the connection last failed, for error messages. */
+const char *nc_rpc_last_error(const struct nc_rpc *rpc);
+
+/* --- compound.c --- */
+
+#define NC_MAX_OPS 16
+
+/* A COMPOUND under construction; strings and handles point into caller memory. */
+struct nc_compound {
+    COMPOUND4args args;
+    nfs_argop4 ops[NC_MAX_OPS];
+    /* storage for attribute bitmaps and encoded fattr4 values */
+    uint32_t bitmaps[NC_MAX_OPS][3];
+    struct nc_buf attrbufs[4];
+    uint32_t attrmasks[4][2];
+    unsigned nattrbufs;
+};
+void nc_compound_init(struct nc_compound *cp, const char *tag);
+void nc_compound_free(struct nc_compound *cp);
+nfs_argop4 *nc_compound_add(struct nc_compound *cp, nfs_opnum4 op);
+void nc_op_putfh(struct nc_compound *cp, const struct nc_fh *fh);
+void nc_op_getfh(struct nc_compound *cp);
+/* GETATTR of the attributes struct nc_attr needs. */
+void nc_op_getattr(struct nc_compound *cp);
+void nc_op_getattr_mask(struct nc_compound *cp, const uint32_t mask[2]);
+void nc_op_lookup(struct nc_compound *cp, const char *name);
+/* Fills a fattr4 with the set attributes (mode/owner/size/times) of set. */
+void nc_fattr_encode(struct nc_compound *cp, fattr4 *out, const struct nc_setattr *set);
+
+/* Reads the standard attributes out of a fattr4. Returns 0 or -EIO. */
+int nc_fattr_decode(const fattr4 *fa, struct nc_attr *out);
+/* Generic fattr4 reader for the less common attributes (statfs, lease, ...). */
+struct nc_fattr_extra {
+    uint32_t lease_time;
+    uint64_t maxread;
+    uint64_t maxwrite;
+    struct nc_statfs statfs;
+    uint32_t rdattr_error;
+    bool has_fh;
+    struct nc_fh fh;
+};
+int nc_fattr_decode_extra(const fattr4 *fa, struct nc_attr *attr, struct nc_fattr_extra *extra);
+
+/* Result of op i, or NULL if the server did not execute it. */
+nfs_resop4 *nc_res_op(COMPOUND4res *res, unsigned i, nfs_opnum4 expect);
+/* The first failing status of a reply mapped to -errno, 0 if all succeeded. */
+int nc_res_errno(const COMPOUND4res *res);
+void nc_fh_from_nfs(struct nc_fh *out, const nfs_fh4 *in);
+int nc_res_find_fh(COMPOUND4res *res, struct nc_fh *fh);
+/* Decodes the first (from index start) GETATTR result into attr; returns its index or -1. */
+int nc_res_find_attr(COMPOUND4res *res, unsigned start, struct nc_attr *attr);
+
+/* The attribute masks in use. */
+extern const uint32_t nc_attr_mask_std[2];
+
+/* --- state.c --- */
+
+struct nc_owner;
+
+/* A stateful operation, run when its owner's seqid is free. */
+struct nc_seqop {
+    struct nc_seqop *next;
+    void (*start)(struct nc_client *c, struct nc_seqop *op);
+};
+
+struct nc_open {
+    struct nc_open *next; /* in owner's list */
+    struct nc_owner *owner;
+    unsigned refs;
+    struct nc_cred cred; /* of the first opener: CLOSE and lock bookkeeping use it */
+    struct nc_fh fh;
+    stateid4 stateid;
+    uint32_t share_access;
+    struct nc_lockowner *lockowners;
+    bool closing;
+};
+
+struct nc_lockowner {
+    struct nc_lockowner *next;
+    uint64_t id;   /* the caller's owner id */
+    uint32_t name; /* number in the lock_owner4 string sent to the server */
+    bool has_stateid;
+    stateid4 stateid;
+    uint32_t seqid;
+};
+
+struct nc_owner {
+    struct nc_owner *next;
+    uint32_t id;
+    uint32_t uid;
+    uint32_t seqid;
+    bool confirmed;
+    bool busy;
+    bool broken; /* seqid lost sync; no new work */
+    struct nc_seqop *queue_head;
+    struct nc_seqop *queue_tail;
+    struct nc_open *opens;
+    unsigned queued;
+};
+
+struct nc_state;
+int nc_state_new(struct nc_state **out);
+void nc_state_free(struct nc_state *st);
+clientid4 nc_state_clientid(const struct nc_client *c);
+/* Picks an open-owner for uid (prefers an idle one). */
+struct nc_owner *nc_owner_pick(struct nc_client *c, uint32_t uid);
+/* Queues op on owner; it starts now if the owner is idle. */
+void nc_owner_submit(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op);
+/* Ends the running op; status is the seqid op's own status (or -1 when the
+ * server never executed it) and decides whether the seqid advances. */
+void nc_owner_done(struct nc_client *c, struct nc_owner *owner, int nfs_status);
+void nc_owner_fill(const struct nc_client *c, const struct nc_owner *owner, open_owner4 *out,
+                   char *buf, size_t buflen);
+/* Finds an open state of owner with the same stateid "other" (server merged opens). */
+struct nc_open *nc_owner_find_open(struct nc_owner *owner, const stateid4 *sid);
+void nc_owner_add_open(struct nc_owner *owner, struct nc_open *open);
+void nc_owner_remove_open(struct nc_owner *owner, struct nc_open *open);
+/* An open state of uid for fh whose access covers share_access, if any. */
+struct nc_open *nc_state_find_open(struct nc_client *c, const struct nc_fh *fh, uint32_t uid,
+                                   uint32_t share_access);
+bool nc_owner_has_fh(const struct nc_owner *owner, const struct nc_fh *fh);
+void nc_open_free(struct nc_open *open);
+/* Lease: start renewing every lease/3. */
+void nc_state_set_lease(struct nc_client *c, uint32_t lease_seconds);
+int nc_state_timeout_ms(struct nc_client *c);
+void nc_state_tick(struct nc_client *c);
+/* Close every open state still held (best effort, synchronous via run_once). */
+void nc_state_close_all(struct nc_client *c);
+bool nc_seqid_advances(int nfs_status);
+
+/* --- client.c --- */
+
+struct nc_client {
+    struct nc_client_config config;
+    char *host;
+    char *path;
+    char *client_name;
+    struct nc_rpc *rpc;
+    struct nc_state *state;
+    clientid4 clientid;
+    verifier4 confirm_verifier;
+    verifier4 boot_verifier;
+    struct nc_fh root_fh;
+    struct nc_attr root_attr;
+    uint32_t max_read;
+    uint32_t max_write;
+    uint32_t lease_seconds;
+    /* callbacks are deferred to the loop so they never run inside the call */
+    struct nc_deferred *deferred_head;
+    struct nc_deferred *deferred_tail;
+    struct nc_lock_wait *lock_waits;
+    bool shutting_down;
+};
+
+/* A completion run later from the loop, so that callbacks never run inside
+ * the call that started the operation. Exactly one of cb / done is set. */
+struct nc_deferred {
+    struct nc_deferred *next;
+    nc_callback cb;
+    nc_rpc_done done;
+    void *arg;
+    int err;
+};
+void nc_defer_error(struct nc_client *c, nc_callback cb, void *arg, int err);
+void nc_defer_done(struct nc_client *c, nc_rpc_done done, void *ctx, int err);
+void nc_run_deferred(struct nc_client *c);
+
+/* Reply helper: a zeroed reply with err. */
+static inline struct nc_reply nc_reply_err(int err)
+{
+    struct nc_reply r = {0};
+    r.err = err;
+    return r;
+}
+
+/* Sends a compound and arranges for done(c, ctx, err, res). On a synchronous
+ * failure, done is called from the loop with the error. */
+void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
+             size_t payload_hint, nc_rpc_done done, void *ctx);
+
+/* --- lock.c --- */
+void nc_lock_waits_tick(struct nc_client *c);
+int nc_lock_waits_timeout_ms(struct nc_client *c);
+void nc_lock_waits_free(struct nc_client *c);
+
+#endif

@@ -1,0 +1,749 @@
+/*
+ * The TCP connection to the NFS server: ONC RPC record marking, XID
+ * matching, a send queue with many calls in flight, and reconnection with
+ * retransmission of every call that has not been answered.
+ *
+ * We own the socket (instead of using libnfs's rpc_context) because libnfs
+ * 4.0.0 encodes every NFSv4 call into a fixed 4 KiB buffer and drops the
+ * connection on replies over 1 MiB; libnfs is used only for the XDR of the
+ * COMPOUND arguments and results.
+ */
+#include "nc_internal.h"
+
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <netdb.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <sys/uio.h>
+#include <unistd.h>
+
+#define NFS_PROGRAM_NUMBER 100003
+#define NFS_VERSION_4 4
+#define PROC_NULL 0
+#define PROC_COMPOUND 1
+#define RPC_CALL 0
+#define RPC_REPLY 1
+#define AUTH_SYS_FLAVOR 1
+
+#define XID_BUCKETS 1024 /* power of two */
+/* Larger than any READ we ask for (we cap I/O at 1 MiB) plus headers, with room
+ * for servers that answer READDIR generously. Beyond it the stream is corrupt. */
+#define MAX_RECORD (64u << 20)
+#define RECV_CHUNK (256u << 10)
+#define RECONNECT_MIN_MS 100
+#define RECONNECT_MAX_MS 5000
+#define SEND_IOV_MAX 64
+
+enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
+
+struct nc_call {
+    struct nc_call *next; /* all calls in submission order */
+    struct nc_call *prev;
+    struct nc_call *hash_next;
+    uint32_t xid;
+    bool is_null;
+    unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
+    size_t len;
+    uint64_t sent_at; /* 0 until fully written on the current connection */
+    nc_rpc_done done;
+    void *ctx;
+};
+
+struct nc_rpc {
+    struct nc_client *client;
+    uint32_t timeout_ms;
+    int fd;
+    enum conn_state state;
+    unsigned generation; /* bumped whenever the socket is replaced */
+    struct sockaddr_storage addr;
+    socklen_t addrlen;
+    char peer[128];
+    char machine_name[64];
+
+    struct nc_call *head;
+    struct nc_call *tail;
+    struct nc_call *send_next; /* first call not yet completely written */
+    size_t send_off;
+    struct nc_call *buckets[XID_BUCKETS];
+    unsigned ncalls;
+    uint32_t next_xid;
+
+    unsigned char *rbuf;
+    size_t rcap;
+    size_t rstart; /* first unparsed byte */
+    size_t rend;   /* end of received bytes */
+
+    bool auto_reconnect;
+    bool reported_down;
+    uint64_t connect_started;
+    uint64_t reconnect_at;
+    unsigned backoff_ms;
+    char last_error[320];
+};
+
+/* --- byte helpers --- */
+
+static inline uint32_t get_be32(const unsigned char *p)
+{
+    return ((uint32_t)p[0] << 24) | ((uint32_t)p[1] << 16) | ((uint32_t)p[2] << 8) | p[3];
+}
+
+static inline void put_be32(unsigned char *p, uint32_t v)
+{
+    p[0] = (unsigned char)(v >> 24);
+    p[1] = (unsigned char)(v >> 16);
+    p[2] = (unsigned char)(v >> 8);
+    p[3] = (unsigned char)v;
+}
+
+/* --- call table --- */
+
+static void call_link(struct nc_rpc *rpc, struct nc_call *call)
+{
+    call->prev = rpc->tail;
+    call->next = NULL;
+    if (rpc->tail)
+        rpc->tail->next = call;
+    else
+        rpc->head = call;
+    rpc->tail = call;
+    unsigned b = call->xid & (XID_BUCKETS - 1);
+    call->hash_next = rpc->buckets[b];
+    rpc->buckets[b] = call;
+    rpc->ncalls++;
+    if (!rpc->send_next) {
+        rpc->send_next = call;
+        rpc->send_off = 0;
+    }
+}
+
+static void call_unlink(struct nc_rpc *rpc, struct nc_call *call)
+{
+    if (rpc->send_next == call) {
+        /* Only reachable when failing calls; the stream is being torn down. */
+        rpc->send_next = call->next;
+        rpc->send_off = 0;
+    }
+    if (call->prev)
+        call->prev->next = call->next;
+    else
+        rpc->head = call->next;
+    if (call->next)
+        call->next->prev = call->prev;
+    else
+        rpc->tail = call->prev;
+    struct nc_call **pp = &rpc->buckets[call->xid & (XID_BUCKETS - 1)];
+    while (*pp != call)
+        pp = &(*pp)->hash_next;
+    *pp = call->hash_next;
+    rpc->ncalls--;
+}
+
+static struct nc_call *call_find(struct nc_rpc *rpc, uint32_t xid)
+{
+    for (struct nc_call *c = rpc->buckets[xid & (XID_BUCKETS - 1)]; c; c = c->hash_next)
+        if (c->xid == xid)
+            return c;
+    return NULL;
+}
+
+static void call_free(struct nc_call *call)
+{
+    if (!call)
+        return;
+    free(call->msg);
+    free(call);
+}
+
+/* --- lifetime --- */
+
+int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rpc_config *cfg)
+{
+    struct nc_rpc *rpc = calloc(1, sizeof(*rpc));
+    if (!rpc)
+        return -ENOMEM;
+    rpc->client = client;
+    rpc->timeout_ms = cfg->request_timeout_ms;
+    rpc->fd = -1;
+    rpc->state = CONN_DOWN;
+    rpc->backoff_ms = RECONNECT_MIN_MS;
+    if (gethostname(rpc->machine_name, sizeof(rpc->machine_name) - 1) != 0)
+        strcpy(rpc->machine_name, "efsfuse");
+    /* A random start keeps XIDs of a restarted client from matching the
+     * server's duplicate request cache entries of the previous one. */
+    uint32_t seed = (uint32_t)nc_now_ms() ^ ((uint32_t)getpid() << 16);
+    rpc->next_xid = seed * 2654435761u;
+    *out = rpc;
+    return 0;
+}
+
+static void close_socket(struct nc_rpc *rpc)
+{
+    if (rpc->fd >= 0)
+        close(rpc->fd);
+    rpc->fd = -1;
+    rpc->state = CONN_DOWN;
+    rpc->generation++;
+    rpc->rstart = rpc->rend = 0;
+    /* Everything unanswered is written again on the next connection. */
+    rpc->send_next = rpc->head;
+    rpc->send_off = 0;
+    for (struct nc_call *c = rpc->head; c; c = c->next)
+        c->sent_at = 0;
+}
+
+void nc_rpc_abort(struct nc_rpc *rpc, int err)
+{
+    close_socket(rpc);
+    rpc->auto_reconnect = false;
+    /* Detach first: callbacks may queue new calls. */
+    while (rpc->head) {
+        struct nc_call *call = rpc->head;
+        call_unlink(rpc, call);
+        call->done(rpc->client, call->ctx, err, NULL);
+        call_free(call);
+    }
+}
+
+void nc_rpc_free(struct nc_rpc *rpc)
+{
+    if (!rpc)
+        return;
+    nc_rpc_abort(rpc, -ECANCELED);
+    free(rpc->rbuf);
+    free(rpc);
+}
+
+const char *nc_rpc_last_error(const struct nc_rpc *rpc)
+{
+    return rpc->last_error[0] ? rpc->last_error : "no error";
+}
+
+void nc_rpc_set_auto_reconnect(struct nc_rpc *rpc, bool on)
+{
+    rpc->auto_reconnect = on;
+}
+
+bool nc_rpc_connected(const struct nc_rpc *rpc)
+{
+    return rpc->state == CONN_UP;
+}
+
+unsigned nc_rpc_pending(const struct nc_rpc *rpc)
+{
+    return rpc->ncalls;
+}
+
+/* --- connecting --- */
+
+static int open_socket(struct nc_rpc *rpc)
+{
+    int fd = socket(rpc->addr.ss_family, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (fd < 0)
+        return -errno;
+    int one = 1;
+    setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    setsockopt(fd, SOL_SOCKET, SO_KEEPALIVE, &one, sizeof(one));
+    if (connect(fd, (struct sockaddr *)&rpc->addr, rpc->addrlen) != 0 && errno != EINPROGRESS) {
+        int err = -errno;
+        close(fd);
+        return err;
+    }
+    rpc->fd = fd;
+    rpc->state = CONN_CONNECTING;
+    rpc->connect_started = nc_now_ms();
+    rpc->generation++;
+    rpc->rstart = rpc->rend = 0;
+    return 0;
+}
+
+int nc_rpc_start_connect(struct nc_rpc *rpc, const char *host, uint16_t port, char *errbuf,
+                         size_t errlen)
+{
+    struct addrinfo hints = {0};
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_family = AF_UNSPEC;
+    char portstr[8];
+    snprintf(portstr, sizeof(portstr), "%u", port);
+    struct addrinfo *ai = NULL;
+    int rc = getaddrinfo(host, portstr, &hints, &ai);
+    if (rc != 0) {
+        snprintf(errbuf, errlen, "cannot resolve server '%s': %s", host, gai_strerror(rc));
+        return -EHOSTUNREACH;
+    }
+    memcpy(&rpc->addr, ai->ai_addr, ai->ai_addrlen);
+    rpc->addrlen = ai->ai_addrlen;
+    freeaddrinfo(ai);
+    if (strchr(host, ':'))
+        snprintf(rpc->peer, sizeof(rpc->peer), "[%s]:%u", host, port);
+    else
+        snprintf(rpc->peer, sizeof(rpc->peer), "%s:%u", host, port);
+    int err = open_socket(rpc);
+    if (err) {
+        snprintf(errbuf, errlen, "server %s: %s", rpc->peer, strerror(-err));
+        return err;
+    }
+    return 0;
+}
+
+/* The connection failed: reconnect later (retransmitting), or, while the
+ * first connection is being made, fail every call. */
+static void connection_failed(struct nc_rpc *rpc, int err, const char *why)
+{
+    snprintf(rpc->last_error, sizeof(rpc->last_error), "server %s: %s", rpc->peer, why);
+    if (!rpc->auto_reconnect) {
+        nc_rpc_abort(rpc, err);
+        return;
+    }
+    if (!rpc->reported_down) {
+        elog_warn(NC_COMPONENT, "%s; reconnecting (%u requests waiting)", rpc->last_error,
+                  rpc->ncalls);
+        rpc->reported_down = true;
+    }
+    close_socket(rpc);
+    rpc->reconnect_at = nc_now_ms() + rpc->backoff_ms;
+    rpc->backoff_ms = rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
+                                                             : rpc->backoff_ms * 2;
+}
+
+static void connection_up(struct nc_rpc *rpc)
+{
+    rpc->state = CONN_UP;
+    rpc->backoff_ms = RECONNECT_MIN_MS;
+    rpc->connect_started = 0;
+    if (rpc->reported_down) {
+        elog_info(NC_COMPONENT, "reconnected to %s; resending %u requests", rpc->peer,
+                  rpc->ncalls);
+        rpc->reported_down = false;
+    }
+}
+
+/* --- sending --- */
+
+static void encode_cred(unsigned char **pp, const struct nc_cred *cred, const char *machine)
+{
+    unsigned char *p = *pp;
+    uint32_t namelen = (uint32_t)strlen(machine);
+    uint32_t padded = (namelen + 3) & ~3u;
+    uint32_t ngroups = cred->ngroups > NC_MAX_GROUPS ? NC_MAX_GROUPS : cred->ngroups;
+    uint32_t bodylen = 4 + 4 + padded + 4 + 4 + 4 + 4 * ngroups;
+    put_be32(p, AUTH_SYS_FLAVOR);
+    put_be32(p + 4, bodylen);
+    p += 8;
+    put_be32(p, 0); /* stamp */
+    put_be32(p + 4, namelen);
+    p += 8;
+    memset(p, 0, padded);
+    memcpy(p, machine, namelen);
+    p += padded;
+    put_be32(p, cred->uid);
+    put_be32(p + 4, cred->gid);
+    put_be32(p + 8, ngroups);
+    p += 12;
+    for (uint32_t i = 0; i < ngroups; i++, p += 4)
+        put_be32(p, cred->groups[i]);
+    /* verifier: AUTH_NONE */
+    put_be32(p, 0);
+    put_be32(p + 4, 0);
+    *pp = p + 8;
+}
+
+static void try_send(struct nc_rpc *rpc)
+{
+    if (rpc->state != CONN_UP)
+        return;
+    while (rpc->send_next) {
+        struct iovec iov[SEND_IOV_MAX];
+        int n = 0;
+        size_t off = rpc->send_off;
+        for (struct nc_call *c = rpc->send_next; c && n < SEND_IOV_MAX; c = c->next) {
+            iov[n].iov_base = c->msg + off;
+            iov[n].iov_len = c->len - off;
+            off = 0;
+            n++;
+        }
+        struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
+        ssize_t sent = sendmsg(rpc->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
+        if (sent < 0) {
+            if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+                return;
+            connection_failed(rpc, -errno, strerror(errno));
+            return;
+        }
+        uint64_t now = nc_now_ms();
+        size_t left = (size_t)sent;
+        while (left > 0 && rpc->send_next) {
+            struct nc_call *c = rpc->send_next;
+            size_t rest = c->len - rpc->send_off;
+            if (left < rest) {
+                rpc->send_off += left;
+                left = 0;
+                break;
+            }
+            left -= rest;
+            c->sent_at = now;
+            rpc->send_next = c->next;
+            rpc->send_off = 0;
+        }
+    }
+}
+
+static int queue_call(struct nc_rpc *rpc, struct nc_call *call)
+{
+    call->xid = rpc->next_xid++;
+    put_be32(call->msg + 4, call->xid);
+    call_link(rpc, call);
+    try_send(rpc);
+    return 0;
+}
+
+/* RPC call header through the verifier; returns a pointer past it. */
+static unsigned char *encode_call_header(struct nc_rpc *rpc, unsigned char *p, uint32_t proc,
+                                         const struct nc_cred *cred)
+{
+    put_be32(p, 0); /* xid, filled in when queued */
+    put_be32(p + 4, RPC_CALL);
+    put_be32(p + 8, 2); /* RPC version */
+    put_be32(p + 12, NFS_PROGRAM_NUMBER);
+    put_be32(p + 16, NFS_VERSION_4);
+    put_be32(p + 20, proc);
+    p += 24;
+    encode_cred(&p, cred, rpc->machine_name);
+    return p;
+}
+
+int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *args,
+                size_t payload_hint, nc_rpc_done done, void *ctx)
+{
+    struct nc_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return -ENOMEM;
+    call->done = done;
+    call->ctx = ctx;
+    size_t header_max = 4 + 24 + 8 + 8 + 256 + 12 + 4 * NC_MAX_GROUPS + 8;
+    size_t cap = header_max + payload_hint + 4096;
+    for (;;) {
+        call->msg = malloc(cap);
+        if (!call->msg) {
+            free(call);
+            return -ENOMEM;
+        }
+        unsigned char *body = encode_call_header(rpc, call->msg + 4, PROC_COMPOUND, cred);
+        size_t hdr = (size_t)(body - call->msg);
+        ZDR zdr;
+        zdrmem_create(&zdr, (caddr_t)body, (uint32_t)(cap - hdr), ZDR_ENCODE);
+        bool ok = zdr_COMPOUND4args(&zdr, args);
+        size_t used = zdr_getpos(&zdr);
+        zdr_destroy(&zdr);
+        if (ok) {
+            call->len = hdr + used;
+            break;
+        }
+        free(call->msg);
+        call->msg = NULL;
+        if (cap > MAX_RECORD) {
+            free(call);
+            return -EMSGSIZE;
+        }
+        cap *= 2;
+    }
+    put_be32(call->msg, 0x80000000u | (uint32_t)(call->len - 4));
+    return queue_call(rpc, call);
+}
+
+int nc_rpc_null(struct nc_rpc *rpc, nc_rpc_done done, void *ctx)
+{
+    struct nc_call *call = calloc(1, sizeof(*call));
+    if (!call)
+        return -ENOMEM;
+    call->done = done;
+    call->ctx = ctx;
+    call->is_null = true;
+    call->msg = malloc(4 + 24 + 16);
+    if (!call->msg) {
+        free(call);
+        return -ENOMEM;
+    }
+    unsigned char *p = call->msg + 4;
+    put_be32(p, 0);
+    put_be32(p + 4, RPC_CALL);
+    put_be32(p + 8, 2);
+    put_be32(p + 12, NFS_PROGRAM_NUMBER);
+    put_be32(p + 16, NFS_VERSION_4);
+    put_be32(p + 20, PROC_NULL);
+    memset(p + 24, 0, 16); /* AUTH_NONE credential and verifier */
+    call->len = 4 + 24 + 16;
+    put_be32(call->msg, 0x80000000u | (uint32_t)(call->len - 4));
+    return queue_call(rpc, call);
+}
+
+/* --- receiving --- */
+
+/* Maps an RPC-level rejection to an errno and a message. */
+static int reply_header(struct nc_rpc *rpc, const unsigned char *p, size_t len, size_t *body_off)
+{
+    if (len < 12 || get_be32(p + 4) != RPC_REPLY)
+        return -EPROTO;
+    uint32_t reply_stat = get_be32(p + 8);
+    if (reply_stat == 1) { /* MSG_DENIED */
+        uint32_t reject = len >= 16 ? get_be32(p + 12) : 0;
+        if (reject == 0) {
+            snprintf(rpc->last_error, sizeof(rpc->last_error),
+                     "server %s rejected the RPC version", rpc->peer);
+            return -EPROTONOSUPPORT;
+        }
+        snprintf(rpc->last_error, sizeof(rpc->last_error),
+                 "server %s rejected our AUTH_SYS credentials (auth_stat %u)", rpc->peer,
+                 len >= 20 ? get_be32(p + 16) : 0);
+        return -EACCES;
+    }
+    if (reply_stat != 0 || len < 24)
+        return -EPROTO;
+    uint32_t verf_len = get_be32(p + 16);
+    size_t off = 20 + (((size_t)verf_len + 3) & ~(size_t)3);
+    if (off + 4 > len)
+        return -EPROTO;
+    uint32_t accept = get_be32(p + off);
+    off += 4;
+    switch (accept) {
+    case 0:
+        *body_off = off;
+        return 0;
+    case 1:
+        snprintf(rpc->last_error, sizeof(rpc->last_error), "server %s does not serve NFS",
+                 rpc->peer);
+        return -EPROTONOSUPPORT;
+    case 2:
+        snprintf(rpc->last_error, sizeof(rpc->last_error),
+                 "server %s does not support NFS version 4 (supports %u to %u)", rpc->peer,
+                 off + 8 <= len ? get_be32(p + off) : 0, off + 8 <= len ? get_be32(p + off + 4) : 0);
+        return -EPROTONOSUPPORT;
+    case 3:
+        return -ENOSYS;
+    case 4:
+        return -EINVAL; /* GARBAGE_ARGS: our encoding was refused */
+    default:
+        return -EIO;
+    }
+}
+
+static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
+{
+    if (len < 4) {
+        connection_failed(rpc, -EPROTO, "malformed RPC reply");
+        return;
+    }
+    uint32_t xid = get_be32(rec);
+    struct nc_call *call = call_find(rpc, xid);
+    if (!call) {
+        elog_debug(NC_COMPONENT, "dropping reply with unknown xid %#x", xid);
+        return;
+    }
+    size_t body = 0;
+    int err = reply_header(rpc, rec, len, &body);
+    if (err == -EPROTO) {
+        connection_failed(rpc, -EPROTO, "sent a reply that is not ONC RPC (not an NFS server?)");
+        return;
+    }
+    call_unlink(rpc, call);
+    if (err || call->is_null) {
+        call->done(rpc->client, call->ctx, err, NULL);
+        call_free(call);
+        return;
+    }
+    COMPOUND4res res;
+    memset(&res, 0, sizeof(res));
+    ZDR zdr;
+    zdrmem_create(&zdr, (caddr_t)(rec + body), (uint32_t)(len - body), ZDR_DECODE);
+    if (!zdr_COMPOUND4res(&zdr, &res)) {
+        elog_warn(NC_COMPONENT, "server %s sent a COMPOUND reply we cannot decode", rpc->peer);
+        call->done(rpc->client, call->ctx, -EPROTO, NULL);
+    } else {
+        call->done(rpc->client, call->ctx, 0, &res);
+    }
+    zdr_destroy(&zdr);
+    call_free(call);
+}
+
+static bool ensure_rbuf(struct nc_rpc *rpc, size_t need)
+{
+    if (need <= rpc->rcap)
+        return true;
+    size_t cap = rpc->rcap ? rpc->rcap : RECV_CHUNK;
+    while (cap < need)
+        cap *= 2;
+    unsigned char *nb = realloc(rpc->rbuf, cap);
+    if (!nb)
+        return false;
+    rpc->rbuf = nb;
+    rpc->rcap = cap;
+    return true;
+}
+
+/*
+ * Parses every complete record in the buffer. A record may be split into
+ * several fragments; their markers are squeezed out in place. Returns the
+ * number of bytes the next (incomplete) record still needs, or 0.
+ */
+static size_t parse_records(struct nc_rpc *rpc)
+{
+    unsigned gen = rpc->generation;
+    while (rpc->generation == gen) {
+        size_t start = rpc->rstart;
+        size_t off = start;
+        size_t total = 0;
+        bool complete = false;
+        for (;;) {
+            if (rpc->rend - off < 4)
+                return off + 4 - rpc->rstart;
+            uint32_t marker = get_be32(rpc->rbuf + off);
+            size_t flen = marker & 0x7fffffffu;
+            if (total + flen > MAX_RECORD) {
+                connection_failed(rpc, -EPROTO,
+                                  "sent an oversized or malformed record (not an NFS server?)");
+                return 0;
+            }
+            if (rpc->rend - off - 4 < flen)
+                return off + 4 + flen - rpc->rstart;
+            if (off != start)
+                /* Join this fragment to the previous ones. */
+                memmove(rpc->rbuf + start + 4 + total, rpc->rbuf + off + 4, flen);
+            total += flen;
+            off += 4 + flen;
+            if (marker & 0x80000000u) {
+                complete = true;
+                break;
+            }
+        }
+        if (complete) {
+            rpc->rstart = off;
+            process_record(rpc, rpc->rbuf + start + 4, total);
+        }
+    }
+    return 0;
+}
+
+static void do_receive(struct nc_rpc *rpc)
+{
+    unsigned gen = rpc->generation;
+    for (int rounds = 0; rounds < 64 && rpc->generation == gen; rounds++) {
+        size_t need = parse_records(rpc);
+        if (rpc->generation != gen)
+            return;
+        if (rpc->rstart == rpc->rend) {
+            rpc->rstart = rpc->rend = 0;
+        } else if (rpc->rstart > 0 && (rpc->rstart > rpc->rcap / 2 || rpc->rend == rpc->rcap)) {
+            memmove(rpc->rbuf, rpc->rbuf + rpc->rstart, rpc->rend - rpc->rstart);
+            rpc->rend -= rpc->rstart;
+            rpc->rstart = 0;
+        }
+        size_t want = rpc->rstart + (need > RECV_CHUNK ? need : RECV_CHUNK);
+        if (!ensure_rbuf(rpc, want)) {
+            connection_failed(rpc, -ENOMEM, "out of memory for a reply");
+            return;
+        }
+        ssize_t n = recv(rpc->fd, rpc->rbuf + rpc->rend, rpc->rcap - rpc->rend, MSG_DONTWAIT);
+        if (n > 0) {
+            rpc->rend += (size_t)n;
+            continue;
+        }
+        if (n == 0) {
+            connection_failed(rpc, -ECONNRESET, "connection closed by the server");
+            return;
+        }
+        if (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)
+            return;
+        connection_failed(rpc, -errno, strerror(errno));
+        return;
+    }
+}
+
+/* --- loop integration --- */
+
+int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd)
+{
+    if (rpc->fd < 0)
+        return 0;
+    pfd->fd = rpc->fd;
+    pfd->events = POLLIN;
+    if (rpc->state == CONN_CONNECTING || (rpc->state == CONN_UP && rpc->send_next))
+        pfd->events |= POLLOUT;
+    pfd->revents = 0;
+    return 1;
+}
+
+void nc_rpc_handle(struct nc_rpc *rpc, short revents)
+{
+    if (rpc->fd < 0 || !revents)
+        return;
+    if (rpc->state == CONN_CONNECTING) {
+        if (!(revents & (POLLOUT | POLLERR | POLLHUP)))
+            return;
+        int soerr = 0;
+        socklen_t sl = sizeof(soerr);
+        getsockopt(rpc->fd, SOL_SOCKET, SO_ERROR, &soerr, &sl);
+        if (soerr) {
+            connection_failed(rpc, -soerr, strerror(soerr));
+            return;
+        }
+        connection_up(rpc);
+        try_send(rpc);
+        return;
+    }
+    if (revents & (POLLIN | POLLERR | POLLHUP))
+        do_receive(rpc);
+    if (rpc->state == CONN_UP && (revents & POLLOUT))
+        try_send(rpc);
+}
+
+int nc_rpc_timeout_ms(struct nc_rpc *rpc)
+{
+    uint64_t now = nc_now_ms();
+    if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at)
+        return rpc->reconnect_at > now ? (int)(rpc->reconnect_at - now) : 0;
+    if (rpc->state == CONN_CONNECTING) {
+        uint64_t due = rpc->connect_started + rpc->timeout_ms;
+        return due > now ? (int)(due - now) : 0;
+    }
+    /* The oldest unanswered call decides when the connection is declared dead. */
+    for (struct nc_call *c = rpc->head; c; c = c->next) {
+        if (!c->sent_at)
+            continue;
+        uint64_t due = c->sent_at + rpc->timeout_ms;
+        return due > now ? (int)(due - now) : 0;
+    }
+    return -1;
+}
+
+void nc_rpc_tick(struct nc_rpc *rpc)
+{
+    uint64_t now = nc_now_ms();
+    if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at &&
+        now >= rpc->reconnect_at) {
+        rpc->reconnect_at = 0;
+        int err = open_socket(rpc);
+        if (err)
+            connection_failed(rpc, err, strerror(-err));
+        return;
+    }
+    if (rpc->state == CONN_CONNECTING) {
+        /* A SYN into a black hole: give up like a lost reply would. */
+        if (now >= rpc->connect_started + rpc->timeout_ms)
+            connection_failed(rpc, -ETIMEDOUT, "connection attempt timed out");
+        return;
+    }
+    for (struct nc_call *c = rpc->head; c; c = c->next) {
+        if (!c->sent_at)
+            continue;
+        if (now >= c->sent_at + rpc->timeout_ms)
+            connection_failed(rpc, -ETIMEDOUT, "not responding");
+        return;
+    }
+}
