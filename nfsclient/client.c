@@ -140,7 +140,15 @@ void nc_run_deferred(struct nc_client *c)
 void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
              size_t payload_hint, nc_rpc_done done, void *ctx)
 {
-    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload_hint, done, ctx);
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload_hint, true, done, ctx);
+    if (err)
+        nc_defer_done(c, done, ctx, err);
+}
+
+void nc_send_seqid(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
+                   nc_rpc_done done, void *ctx)
+{
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, 0, false, done, ctx);
     if (err)
         nc_defer_done(c, done, ctx, err);
 }

@@ -153,7 +153,7 @@ static void open_undo(struct open_ctx *ctx)
     nfs_argop4 *a = nc_compound_add(&cp, OP_CLOSE);
     a->nfs_argop4_u.opclose.seqid = ctx->owner->seqid;
     a->nfs_argop4_u.opclose.open_stateid = ctx->stateid;
-    nc_send(ctx->c, &ctx->cred, &cp, 0, open_close_mismatch_done, ctx);
+    nc_send_seqid(ctx->c, &ctx->cred, &cp, open_close_mismatch_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -196,7 +196,7 @@ static void send_open_confirm(struct open_ctx *ctx)
     nfs_argop4 *a = nc_compound_add(&cp, OP_OPEN_CONFIRM);
     a->nfs_argop4_u.opopen_confirm.open_stateid = ctx->stateid;
     a->nfs_argop4_u.opopen_confirm.seqid = ctx->owner->seqid;
-    nc_send(ctx->c, &ctx->cred, &cp, 0, open_confirm_done, ctx);
+    nc_send_seqid(ctx->c, &ctx->cred, &cp, open_confirm_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -274,7 +274,7 @@ static void open_start(struct nc_client *c, struct nc_seqop *op)
     o->claim.open_claim4_u.file.utf8string_len = (u_int)strlen(ctx->name);
     nc_op_getfh(&cp);
     nc_op_getattr(&cp);
-    nc_send(c, &ctx->cred, &cp, 0, open_done, ctx);
+    nc_send_seqid(c, &ctx->cred, &cp, open_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -376,7 +376,7 @@ static void close_start(struct nc_client *c, struct nc_seqop *op)
     nfs_argop4 *a = nc_compound_add(&cp, OP_CLOSE);
     a->nfs_argop4_u.opclose.seqid = open->owner->seqid;
     a->nfs_argop4_u.opclose.open_stateid = open->stateid;
-    nc_send(c, &open->cred, &cp, 0, close_done, ctx);
+    nc_send_seqid(c, &open->cred, &cp, close_done, ctx);
     nc_compound_free(&cp);
 }
 

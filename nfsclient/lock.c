@@ -188,7 +188,7 @@ static void lock_start(struct nc_client *c, struct nc_seqop *op)
             l->locker.locker4_u.lock_owner.lock_seqid = lo->seqid;
         }
     }
-    nc_send(c, &w->cred, &cp, 0, lock_done, w);
+    nc_send_seqid(c, &w->cred, &cp, lock_done, w);
     nc_compound_free(&cp);
 }
 

@@ -40,6 +40,8 @@
 #define RECONNECT_MIN_MS 100
 #define RECONNECT_MAX_MS 5000
 #define SEND_IOV_MAX 64
+#define DELAY_MIN_MS 50
+#define DELAY_MAX_MS 2000
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
@@ -52,6 +54,9 @@ struct nc_call {
     unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
     size_t len;
     uint64_t sent_at; /* 0 until fully written on the current connection */
+    bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
+    unsigned delay_ms;  /* backoff for the next such resend */
+    uint64_t resend_at; /* while parked on the delayed list */
     nc_rpc_done done;
     void *ctx;
 };
@@ -73,6 +78,7 @@ struct nc_rpc {
     size_t send_off;
     struct nc_call *buckets[XID_BUCKETS];
     unsigned ncalls;
+    struct nc_call *delayed; /* answered DELAY/GRACE, waiting to be resent */
     uint32_t next_xid;
 
     unsigned char *rbuf;
@@ -203,6 +209,12 @@ void nc_rpc_abort(struct nc_rpc *rpc, int err)
 {
     close_socket(rpc);
     rpc->auto_reconnect = false;
+    while (rpc->delayed) {
+        struct nc_call *call = rpc->delayed;
+        rpc->delayed = call->next;
+        call->done(rpc->client, call->ctx, err, NULL);
+        call_free(call);
+    }
     /* Detach first: callbacks may queue new calls. */
     while (rpc->head) {
         struct nc_call *call = rpc->head;
@@ -238,7 +250,10 @@ bool nc_rpc_connected(const struct nc_rpc *rpc)
 
 unsigned nc_rpc_pending(const struct nc_rpc *rpc)
 {
-    return rpc->ncalls;
+    unsigned n = rpc->ncalls;
+    for (const struct nc_call *c = rpc->delayed; c; c = c->next)
+        n++;
+    return n;
 }
 
 /* --- connecting --- */
@@ -420,13 +435,15 @@ static unsigned char *encode_call_header(struct nc_rpc *rpc, unsigned char *p, u
 }
 
 int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *args,
-                size_t payload_hint, nc_rpc_done done, void *ctx)
+                size_t payload_hint, bool retry_delay, nc_rpc_done done, void *ctx)
 {
     struct nc_call *call = calloc(1, sizeof(*call));
     if (!call)
         return -ENOMEM;
     call->done = done;
     call->ctx = ctx;
+    call->retry_delay = retry_delay;
+    call->delay_ms = DELAY_MIN_MS;
     size_t header_max = 4 + 24 + 8 + 8 + 256 + 12 + 4 * NC_MAX_GROUPS + 8;
     size_t cap = header_max + payload_hint + 4096;
     for (;;) {
@@ -553,6 +570,19 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
         return;
     }
     call_unlink(rpc, call);
+    if (!err && call->retry_delay && len >= body + 4) {
+        uint32_t status = get_be32(rec + body);
+        if (status == NFS4ERR_DELAY || status == NFS4ERR_GRACE) {
+            /* The server is busy or recovering: the same request, later. */
+            elog_debug(NC_COMPONENT, "server answered %s; resending in %u ms",
+                       status == NFS4ERR_DELAY ? "DELAY" : "GRACE", call->delay_ms);
+            call->resend_at = nc_now_ms() + call->delay_ms;
+            call->delay_ms = call->delay_ms * 2 > DELAY_MAX_MS ? DELAY_MAX_MS : call->delay_ms * 2;
+            call->next = rpc->delayed;
+            rpc->delayed = call;
+            return;
+        }
+    }
     if (err || call->is_null) {
         call->done(rpc->client, call->ctx, err, NULL);
         call_free(call);
@@ -703,9 +733,46 @@ void nc_rpc_handle(struct nc_rpc *rpc, short revents)
         try_send(rpc);
 }
 
+static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now);
+
+static int delayed_timeout_ms(struct nc_rpc *rpc, uint64_t now)
+{
+    int best = -1;
+    for (struct nc_call *c = rpc->delayed; c; c = c->next) {
+        int t = c->resend_at > now ? (int)(c->resend_at - now) : 0;
+        if (best < 0 || t < best)
+            best = t;
+    }
+    return best;
+}
+
+static void resend_delayed(struct nc_rpc *rpc, uint64_t now)
+{
+    struct nc_call **pp = &rpc->delayed;
+    while (*pp) {
+        struct nc_call *call = *pp;
+        if (call->resend_at > now) {
+            pp = &call->next;
+            continue;
+        }
+        *pp = call->next;
+        call->sent_at = 0;
+        queue_call(rpc, call); /* a new XID: the old one's reply is cached as DELAY */
+    }
+}
+
 int nc_rpc_timeout_ms(struct nc_rpc *rpc)
 {
     uint64_t now = nc_now_ms();
+    int delayed = delayed_timeout_ms(rpc, now);
+    int t = rpc_io_timeout_ms(rpc, now);
+    if (delayed >= 0 && (t < 0 || delayed < t))
+        return delayed;
+    return t;
+}
+
+static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now)
+{
     if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at)
         return rpc->reconnect_at > now ? (int)(rpc->reconnect_at - now) : 0;
     if (rpc->state == CONN_CONNECTING) {
@@ -725,6 +792,8 @@ int nc_rpc_timeout_ms(struct nc_rpc *rpc)
 void nc_rpc_tick(struct nc_rpc *rpc)
 {
     uint64_t now = nc_now_ms();
+    if (rpc->delayed)
+        resend_delayed(rpc, now);
     if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at &&
         now >= rpc->reconnect_at) {
         rpc->reconnect_at = 0;
