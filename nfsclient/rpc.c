@@ -667,19 +667,28 @@ static void do_receive(struct nc_rpc *rpc)
         size_t need = parse_records(rpc);
         if (rpc->generation != gen)
             return;
-        if (rpc->rstart == rpc->rend) {
+        if (rpc->rstart == rpc->rend)
             rpc->rstart = rpc->rend = 0;
-        } else if (rpc->rstart > 0 && (rpc->rstart > rpc->rcap / 2 || rpc->rend == rpc->rcap)) {
-            memmove(rpc->rbuf, rpc->rbuf + rpc->rstart, rpc->rend - rpc->rstart);
-            rpc->rend -= rpc->rstart;
+        size_t have = rpc->rend - rpc->rstart;
+        size_t room = need > RECV_CHUNK ? need : RECV_CHUNK;
+        if (rpc->rstart > 0 && rpc->rstart + room > rpc->rcap) {
+            /* Cheap: a large record is read exactly (below), so what is left
+             * over here is a few small replies or a record's beginning. */
+            memmove(rpc->rbuf, rpc->rbuf + rpc->rstart, have);
+            rpc->rend = have;
             rpc->rstart = 0;
         }
-        size_t want = rpc->rstart + (need > RECV_CHUNK ? need : RECV_CHUNK);
-        if (!ensure_rbuf(rpc, want)) {
+        if (!ensure_rbuf(rpc, rpc->rstart + room)) {
             connection_failed(rpc, -ENOMEM, "out of memory for a reply");
             return;
         }
-        ssize_t n = recv(rpc->fd, rpc->rbuf + rpc->rend, rpc->rcap - rpc->rend, MSG_DONTWAIT);
+        size_t len = rpc->rcap - rpc->rend;
+        /* Read a large record (READ data) exactly to its end so that its
+         * successor starts at the front of the buffer instead of being
+         * copied there. */
+        if (need > RECV_CHUNK && need > have && need - have < len)
+            len = need - have;
+        ssize_t n = recv(rpc->fd, rpc->rbuf + rpc->rend, len, MSG_DONTWAIT);
         if (n > 0) {
             rpc->rend += (size_t)n;
             continue;

@@ -1,0 +1,395 @@
+/*
+ * nfs_ceiling: drives nfsclient directly, without FUSE, to measure what our
+ * NFS layer can do against a server: the ceiling an efsfuse mount is
+ * compared with. Prints one JSON object.
+ *
+ *   nfs_ceiling HOST PORT [--size-mib N] [--files N] [--dir-entries N]
+ *
+ * Works in a fresh directory "nfs_ceiling.<pid>" under the export root and
+ * removes it at the end.
+ */
+#include "common/log.h"
+#include "nfsclient/nfsclient.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+static struct nc_client *client;
+static struct nc_cred cred;
+static struct nc_fh workdir;
+static unsigned char *payload;
+
+static double now_s(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
+}
+
+static void die(const char *what, int err)
+{
+    fprintf(stderr, "nfs_ceiling: %s: %s\n", what, strerror(-err));
+    exit(1);
+}
+
+/* --- synchronous helper for set-up steps --- */
+
+struct sync_result {
+    bool done;
+    struct nc_reply reply;
+    struct nc_fh fh;
+    struct nc_open *open;
+    uint64_t last_cookie;
+    uint64_t cookieverf;
+    unsigned nentries;
+};
+
+static void sync_cb(void *arg, const struct nc_reply *r)
+{
+    struct sync_result *s = arg;
+    s->done = true;
+    s->reply = *r;
+    s->fh = r->fh;
+    s->open = r->open;
+    s->nentries = r->nentries;
+    s->cookieverf = r->cookieverf;
+    if (r->nentries)
+        s->last_cookie = r->entries[r->nentries - 1].cookie;
+}
+
+static struct sync_result wait_for(struct sync_result *s)
+{
+    while (!s->done)
+        nc_client_run_once(client, 1000);
+    return *s;
+}
+
+/* --- a pipeline: keeps `depth` operations in flight until `total` are done --- */
+
+struct pipeline;
+typedef void (*issue_fn)(struct pipeline *p, unsigned index);
+
+struct pipeline {
+    unsigned total;
+    unsigned issued;
+    unsigned completed;
+    unsigned depth;
+    int first_error;
+    issue_fn issue;
+    void *state;
+};
+
+static void pipeline_complete(struct pipeline *p, int err)
+{
+    p->completed++;
+    if (err && !p->first_error)
+        p->first_error = err;
+    while (p->issued < p->total && p->issued - p->completed < p->depth)
+        p->issue(p, p->issued++);
+}
+
+static double pipeline_run(struct pipeline *p, const char *what)
+{
+    double t0 = now_s();
+    while (p->issued < p->total && p->issued < p->depth)
+        p->issue(p, p->issued++);
+    while (p->completed < p->total)
+        nc_client_run_once(client, 1000);
+    if (p->first_error)
+        die(what, p->first_error);
+    return now_s() - t0;
+}
+
+static void pipeline_cb(void *arg, const struct nc_reply *r)
+{
+    pipeline_complete(arg, r->err);
+}
+
+/* --- sequential and random I/O --- */
+
+struct io_state {
+    struct nc_open *open;
+    uint32_t size;
+    uint64_t file_blocks; /* for random reads */
+};
+
+static void issue_write(struct pipeline *p, unsigned i)
+{
+    struct io_state *s = p->state;
+    nc_write(client, &cred, s->open, (uint64_t)i * s->size, payload, s->size, false, pipeline_cb, p);
+}
+
+static void issue_read(struct pipeline *p, unsigned i)
+{
+    struct io_state *s = p->state;
+    nc_read(client, &cred, s->open, (uint64_t)i * s->size, s->size, pipeline_cb, p);
+}
+
+static void issue_random_read(struct pipeline *p, unsigned i)
+{
+    struct io_state *s = p->state;
+    uint64_t block = ((uint64_t)rand() << 16 ^ (uint64_t)rand()) % s->file_blocks;
+    nc_read(client, &cred, s->open, block * s->size, s->size, pipeline_cb, p);
+}
+
+static struct nc_open *open_file(const char *name, uint32_t flags)
+{
+    struct sync_result s = {0};
+    nc_open(client, &cred, &workdir, name, NULL, flags, 0644, sync_cb, &s);
+    wait_for(&s);
+    if (s.reply.err)
+        die("open", s.reply.err);
+    return s.open;
+}
+
+static void close_file(struct nc_open *open)
+{
+    struct sync_result s = {0};
+    nc_close(client, open, sync_cb, &s);
+    wait_for(&s);
+}
+
+static double seq_write(unsigned mib, unsigned depth)
+{
+    struct io_state st = {.open = open_file("seq", NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE),
+                          .size = 1u << 20};
+    struct pipeline p = {.total = mib, .depth = depth, .issue = issue_write, .state = &st};
+    double t0 = now_s();
+    pipeline_run(&p, "write");
+    struct sync_result s = {0};
+    nc_commit(client, &cred, st.open, sync_cb, &s);
+    wait_for(&s);
+    if (s.reply.err)
+        die("commit", s.reply.err);
+    double elapsed = now_s() - t0;
+    close_file(st.open);
+    return mib / elapsed;
+}
+
+static double seq_read(unsigned mib, unsigned depth)
+{
+    struct io_state st = {.open = open_file("seq", NC_OPEN_READ), .size = 1u << 20};
+    struct pipeline p = {.total = mib, .depth = depth, .issue = issue_read, .state = &st};
+    double elapsed = pipeline_run(&p, "read");
+    close_file(st.open);
+    return mib / elapsed;
+}
+
+static double random_read(unsigned mib, unsigned depth, unsigned count)
+{
+    struct io_state st = {.open = open_file("seq", NC_OPEN_READ),
+                          .size = 4096,
+                          .file_blocks = (uint64_t)mib * 256};
+    struct pipeline p = {.total = count, .depth = depth, .issue = issue_random_read, .state = &st};
+    double elapsed = pipeline_run(&p, "random read");
+    close_file(st.open);
+    return count / elapsed;
+}
+
+/* --- metadata --- */
+
+/* One file's multi-step operation (open, then read, then close). */
+struct meta_op {
+    struct pipeline *p;
+    unsigned index;
+    int step;
+    struct nc_open *open;
+};
+
+enum meta_kind { META_CREATE, META_STAT, META_OPEN_READ, META_UNLINK };
+static enum meta_kind meta_kind;
+static struct nc_fh *file_fhs;
+
+static void file_name(char *buf, size_t len, unsigned i)
+{
+    snprintf(buf, len, "f%06u", i);
+}
+
+static void meta_step(void *arg, const struct nc_reply *r);
+
+static void meta_advance(struct meta_op *op)
+{
+    char name[16];
+    file_name(name, sizeof(name), op->index);
+    switch (meta_kind) {
+    case META_CREATE:
+        if (op->step == 0)
+            nc_open(client, &cred, &workdir, name, NULL,
+                    NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE, 0644, meta_step, op);
+        else
+            nc_close(client, op->open, meta_step, op);
+        break;
+    case META_STAT:
+        nc_getattr(client, &cred, &file_fhs[op->index], meta_step, op);
+        break;
+    case META_OPEN_READ:
+        if (op->step == 0)
+            nc_open(client, &cred, &workdir, name, &file_fhs[op->index], NC_OPEN_READ, 0,
+                    meta_step, op);
+        else if (op->step == 1)
+            nc_read(client, &cred, op->open, 0, 4096, meta_step, op);
+        else
+            nc_close(client, op->open, meta_step, op);
+        break;
+    case META_UNLINK:
+        nc_remove(client, &cred, &workdir, name, meta_step, op);
+        break;
+    }
+}
+
+static int meta_steps(void)
+{
+    switch (meta_kind) {
+    case META_CREATE:
+        return 2;
+    case META_OPEN_READ:
+        return 3;
+    default:
+        return 1;
+    }
+}
+
+static void meta_step(void *arg, const struct nc_reply *r)
+{
+    struct meta_op *op = arg;
+    if (r->open)
+        op->open = r->open;
+    if (meta_kind == META_CREATE && op->step == 0 && !r->err)
+        file_fhs[op->index] = r->fh;
+    op->step++;
+    if (r->err || op->step >= meta_steps()) {
+        struct pipeline *p = op->p;
+        free(op);
+        pipeline_complete(p, r->err);
+        return;
+    }
+    meta_advance(op);
+}
+
+static void issue_meta(struct pipeline *p, unsigned i)
+{
+    struct meta_op *op = calloc(1, sizeof(*op));
+    if (!op)
+        die("calloc", -ENOMEM);
+    op->p = p;
+    op->index = i;
+    meta_advance(op);
+}
+
+static double meta_rate(enum meta_kind kind, unsigned files, unsigned depth)
+{
+    meta_kind = kind;
+    struct pipeline p = {.total = files, .depth = depth, .issue = issue_meta};
+    return files / pipeline_run(&p, "metadata");
+}
+
+/* Lists the work directory (which holds `files` entries) with attributes. */
+static double readdir_time(unsigned *count)
+{
+    double t0 = now_s();
+    uint64_t cookie = 0, verf = 0;
+    unsigned n = 0;
+    for (;;) {
+        struct sync_result s = {0};
+        nc_readdir(client, &cred, &workdir, cookie, verf, 128 * 1024, sync_cb, &s);
+        wait_for(&s);
+        if (s.reply.err)
+            die("readdir", s.reply.err);
+        n += s.nentries;
+        if (s.reply.eof || !s.nentries)
+            break;
+        cookie = s.last_cookie;
+        verf = s.cookieverf;
+    }
+    *count = n;
+    return now_s() - t0;
+}
+
+static void remove_name(const char *name)
+{
+    struct sync_result s = {0};
+    nc_remove(client, &cred, &workdir, name, sync_cb, &s);
+    wait_for(&s);
+}
+
+int main(int argc, char **argv)
+{
+    if (argc < 3) {
+        fprintf(stderr, "usage: nfs_ceiling HOST PORT [--size-mib N] [--files N]\n");
+        return 2;
+    }
+    unsigned size_mib = 1024, files = 5000, dir_entries = 10000;
+    for (int i = 3; i + 1 < argc; i += 2) {
+        if (strcmp(argv[i], "--size-mib") == 0)
+            size_mib = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--files") == 0)
+            files = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--dir-entries") == 0)
+            dir_entries = (unsigned)atoi(argv[i + 1]);
+    }
+    if (dir_entries < files)
+        dir_entries = files;
+    elog_setup(ELOG_WARN, ELOG_TEXT);
+    struct nc_client_config cfg = {.host = argv[1], .port = (uint16_t)atoi(argv[2]), .path = "/"};
+    char err[256];
+    int rc = nc_client_new(&client, &cfg);
+    if (rc)
+        die("client", rc);
+    if ((rc = nc_client_connect(client, err, sizeof(err)))) {
+        fprintf(stderr, "nfs_ceiling: %s\n", err);
+        return 1;
+    }
+    payload = malloc(1u << 20);
+    for (unsigned i = 0; i < (1u << 20); i++)
+        payload[i] = (unsigned char)(i * 131);
+
+    struct nc_fh root;
+    nc_client_root(client, &root, NULL);
+    char dirname[64];
+    snprintf(dirname, sizeof(dirname), "nfs_ceiling.%d", (int)getpid());
+    struct sync_result s = {0};
+    nc_mkdir(client, &cred, &root, dirname, 0755, sync_cb, &s);
+    wait_for(&s);
+    if (s.reply.err)
+        die("mkdir", s.reply.err);
+    workdir = s.fh;
+
+    printf("{\n  \"size_mib\": %u,\n", size_mib);
+    const unsigned depths[] = {1, 4, 16};
+    for (unsigned d = 0; d < 3; d++)
+        printf("  \"seq_write_mibps_qd%u\": %.1f,\n", depths[d], seq_write(size_mib, depths[d]));
+    for (unsigned d = 0; d < 3; d++)
+        printf("  \"seq_read_mibps_qd%u\": %.1f,\n", depths[d], seq_read(size_mib, depths[d]));
+    printf("  \"rand_read_4k_iops_qd1\": %.0f,\n", random_read(size_mib, 1, 5000));
+    printf("  \"rand_read_4k_iops_qd4\": %.0f,\n", random_read(size_mib, 4, 20000));
+    remove_name("seq");
+
+    file_fhs = calloc(dir_entries, sizeof(*file_fhs));
+    const unsigned meta_depths[] = {1, 8};
+    for (unsigned d = 0; d < 2; d++) {
+        unsigned qd = meta_depths[d];
+        printf("  \"create_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_CREATE, files, qd));
+        printf("  \"stat_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_STAT, files, qd));
+        printf("  \"open_read_close_per_s_qd%u\": %.0f,\n", qd,
+               meta_rate(META_OPEN_READ, files, qd));
+        printf("  \"unlink_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_UNLINK, files, qd));
+    }
+    /* A directory of dir_entries files for the listing figure. */
+    meta_rate(META_CREATE, dir_entries, 8);
+    unsigned listed = 0;
+    double t = readdir_time(&listed);
+    printf("  \"readdir_entries\": %u,\n  \"readdir_s\": %.4f\n}\n", listed, t);
+    meta_rate(META_UNLINK, dir_entries, 8);
+    struct sync_result rm = {0};
+    nc_remove(client, &cred, &root, dirname, sync_cb, &rm);
+    wait_for(&rm);
+    free(file_fhs);
+    free(payload);
+    nc_client_shutdown(client);
+    nc_client_free(client);
+    return listed == dir_entries ? 0 : 1;
+}
