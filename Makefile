@@ -17,6 +17,7 @@ PKG_LIBS = $(shell pkg-config --libs $(PKGS) 2>/dev/null)
 CFLAGS ?= -O2 -g
 CFLAGS += -std=gnu11 -Wall -Wextra -Werror -Wshadow -Wno-unused-parameter \
           -D_GNU_SOURCE -DEFSFUSE_VERSION='"$(VERSION)"' -MMD -MP \
+          -DEFSFUSE_LIBNFS_VERSION='"$(shell pkg-config --modversion libnfs 2>/dev/null)"' \
           -I. $(PKG_CFLAGS)
 ifneq ($(SANITIZE),)
 CFLAGS += -fsanitize=$(SANITIZE) -fno-omit-frame-pointer -fno-sanitize-recover=undefined
@@ -84,16 +85,17 @@ test: deps
 	$(MAKE) integration
 	$(MAKE) test-asan
 
+# mount(8) looks for helpers in /sbin only, whatever PREFIX is.
 install: all
-	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)$(PREFIX)/sbin $(DESTDIR)$(PREFIX)/share/man/man1
+	install -d $(DESTDIR)$(PREFIX)/bin $(DESTDIR)/sbin $(DESTDIR)$(PREFIX)/share/man/man1
 	install -m 0755 $(BUILD)/efsfuse $(DESTDIR)$(PREFIX)/bin/efsfuse
-	install -m 0755 scripts/mount.efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.efsfuse
-	install -m 0755 scripts/mount.efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.fuse.efsfuse
+	install -m 0755 scripts/mount.efsfuse $(DESTDIR)/sbin/mount.efsfuse
+	install -m 0755 scripts/mount.efsfuse $(DESTDIR)/sbin/mount.fuse.efsfuse
 	install -m 0644 doc/efsfuse.1 $(DESTDIR)$(PREFIX)/share/man/man1/efsfuse.1
 
 uninstall:
-	rm -f $(DESTDIR)$(PREFIX)/bin/efsfuse $(DESTDIR)$(PREFIX)/sbin/mount.efsfuse \
-	      $(DESTDIR)$(PREFIX)/sbin/mount.fuse.efsfuse $(DESTDIR)$(PREFIX)/share/man/man1/efsfuse.1
+	rm -f $(DESTDIR)$(PREFIX)/bin/efsfuse $(DESTDIR)/sbin/mount.efsfuse \
+	      $(DESTDIR)/sbin/mount.fuse.efsfuse $(DESTDIR)$(PREFIX)/share/man/man1/efsfuse.1
 
 format:
 	clang-format -i $(wildcard */*.c */*.h tests/*/*.c)

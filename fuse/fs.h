@@ -8,6 +8,7 @@
 #define EFSFUSE_FS_H
 
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 struct fuse_args;

@@ -89,6 +89,8 @@ struct nc_rpc {
     bool auto_reconnect;
     bool reported_down;
     uint64_t connect_started;
+    uint64_t last_rx;       /* when the server last sent us anything */
+    uint64_t probe_sent_at; /* an unanswered NULL liveness probe, or 0 */
     uint64_t reconnect_at;
     unsigned backoff_ms;
     char last_error[320];
@@ -192,6 +194,7 @@ int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rp
 
 static void close_socket(struct nc_rpc *rpc)
 {
+    rpc->probe_sent_at = 0;
     if (rpc->fd >= 0)
         close(rpc->fd);
     rpc->fd = -1;
@@ -331,6 +334,8 @@ static void connection_failed(struct nc_rpc *rpc, int err, const char *why)
 static void connection_up(struct nc_rpc *rpc)
 {
     rpc->state = CONN_UP;
+    rpc->last_rx = nc_now_ms();
+    rpc->probe_sent_at = 0;
     rpc->backoff_ms = RECONNECT_MIN_MS;
     rpc->connect_started = 0;
     if (rpc->reported_down) {
@@ -691,6 +696,7 @@ static void do_receive(struct nc_rpc *rpc)
         ssize_t n = recv(rpc->fd, rpc->rbuf + rpc->rend, len, MSG_DONTWAIT);
         if (n > 0) {
             rpc->rend += (size_t)n;
+            rpc->last_rx = nc_now_ms();
             continue;
         }
         if (n == 0) {
@@ -744,6 +750,33 @@ void nc_rpc_handle(struct nc_rpc *rpc, short revents)
 
 static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now);
 
+/*
+ * When the connection must be checked again (0: nothing outstanding). It is
+ * declared dead only when a request is overdue, the server has sent nothing
+ * for a timeout, and a NULL probe then goes unanswered for a timeout too.
+ */
+static uint64_t liveness_due(const struct nc_rpc *rpc)
+{
+    if (rpc->state != CONN_UP)
+        return 0;
+    if (rpc->probe_sent_at)
+        return rpc->probe_sent_at + rpc->timeout_ms;
+    for (const struct nc_call *c = rpc->head; c; c = c->next) {
+        if (!c->sent_at)
+            continue;
+        uint64_t since = c->sent_at > rpc->last_rx ? c->sent_at : rpc->last_rx;
+        return since + rpc->timeout_ms;
+    }
+    return 0;
+}
+
+static void probe_done(struct nc_client *c, void *ctx, int err, COMPOUND4res *res)
+{
+    struct nc_rpc *rpc = ctx;
+    if (!err)
+        rpc->probe_sent_at = 0;
+}
+
 static int delayed_timeout_ms(struct nc_rpc *rpc, uint64_t now)
 {
     int best = -1;
@@ -788,14 +821,10 @@ static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now)
         uint64_t due = rpc->connect_started + rpc->timeout_ms;
         return due > now ? (int)(due - now) : 0;
     }
-    /* The oldest unanswered call decides when the connection is declared dead. */
-    for (struct nc_call *c = rpc->head; c; c = c->next) {
-        if (!c->sent_at)
-            continue;
-        uint64_t due = c->sent_at + rpc->timeout_ms;
-        return due > now ? (int)(due - now) : 0;
-    }
-    return -1;
+    uint64_t due = liveness_due(rpc);
+    if (!due)
+        return -1;
+    return due > now ? (int)(due - now) : 0;
 }
 
 void nc_rpc_tick(struct nc_rpc *rpc)
@@ -817,11 +846,17 @@ void nc_rpc_tick(struct nc_rpc *rpc)
             connection_failed(rpc, -ETIMEDOUT, "connection attempt timed out");
         return;
     }
-    for (struct nc_call *c = rpc->head; c; c = c->next) {
-        if (!c->sent_at)
-            continue;
-        if (now >= c->sent_at + rpc->timeout_ms)
-            connection_failed(rpc, -ETIMEDOUT, "not responding");
+    uint64_t due = liveness_due(rpc);
+    if (!due || now < due)
+        return;
+    if (rpc->probe_sent_at) {
+        connection_failed(rpc, -ETIMEDOUT, "not responding");
         return;
     }
+    /* A reply is overdue and the server has been silent: ask it whether
+     * it is alive before giving up on a request that may just be slow (a
+     * COMMIT of a large file). */
+    rpc->probe_sent_at = now;
+    if (nc_rpc_null(rpc, probe_done, rpc) != 0)
+        rpc->probe_sent_at = 0;
 }
