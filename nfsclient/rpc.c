@@ -601,6 +601,12 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
         elog_warn(NC_COMPONENT, "server %s sent a COMPOUND reply we cannot decode", rpc->peer);
         call->done(rpc->client, call->ctx, -EPROTO, NULL);
     } else {
+        if (res.status != NFS4_OK && elog_enabled(ELOG_DEBUG)) {
+            const char *name = nc_status_name(res.status);
+            elog_debug(NC_COMPONENT, "%.*s: %s (op %u of %u)", (int)res.tag.utf8string_len,
+                       res.tag.utf8string_val ? res.tag.utf8string_val : "", name ? name : "?",
+                       res.resarray.resarray_len, res.resarray.resarray_len);
+        }
         call->done(rpc->client, call->ctx, 0, &res);
     }
     zdr_destroy(&zdr);

@@ -1,0 +1,236 @@
+/*
+ * POSIX byte-range locks and flock, as NFSv4 locks so that they conflict
+ * across every client of the server.
+ *
+ * The kernel hands lock handling entirely to us (FUSE_CAP_POSIX_LOCKS and
+ * FLOCK_LOCKS) and keeps no record of its own, so it never unlocks on
+ * close: flush drops the closing process's POSIX locks and release drops
+ * whatever is left, before the open state goes away.
+ */
+#include "fs_internal.h"
+
+#include "common/log.h"
+
+#include <errno.h>
+#include <fcntl.h>
+#include <limits.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/file.h>
+
+static bool to_nc_lock(const struct flock *fl, struct nc_lock *out)
+{
+    if (fl->l_start < 0)
+        return false;
+    out->type = fl->l_type == F_WRLCK ? NC_LOCK_WRITE : NC_LOCK_READ;
+    out->start = (uint64_t)fl->l_start;
+    /* libfuse gives l_len = 0 for "to the end" and a positive length otherwise. */
+    out->len = fl->l_len > 0 ? (uint64_t)fl->l_len : 0;
+    return true;
+}
+
+static void remember_owner(struct fs_file *file, uint64_t owner)
+{
+    for (unsigned i = 0; i < file->nlock_owners; i++)
+        if (file->lock_owners[i] == owner)
+            return;
+    if (file->nlock_owners < sizeof(file->lock_owners) / sizeof(file->lock_owners[0]))
+        file->lock_owners[file->nlock_owners++] = owner;
+    else
+        elog_warn(FS_COMPONENT, "too many lock owners on one open file; some locks will only "
+                                "be released when the file is closed by all");
+}
+
+/* --- getlk --- */
+
+struct getlk_ctx {
+    fuse_req_t req;
+    struct flock fl;
+};
+
+static void getlk_done(void *arg, const struct nc_reply *r)
+{
+    struct getlk_ctx *ctx = arg;
+    if (r->err == 0) {
+        ctx->fl.l_type = F_UNLCK;
+        fuse_reply_lock(ctx->req, &ctx->fl);
+    } else if (r->err == -EAGAIN && r->has_lock_conflict) {
+        ctx->fl.l_type = r->lock_conflict.type == NC_LOCK_WRITE ? F_WRLCK : F_RDLCK;
+        ctx->fl.l_whence = SEEK_SET;
+        ctx->fl.l_start = (off_t)r->lock_conflict.start;
+        ctx->fl.l_len = r->lock_conflict.len > (uint64_t)LLONG_MAX ? 0
+                                                                    : (off_t)r->lock_conflict.len;
+        ctx->fl.l_pid = 0; /* held by a process on another client, or unknown */
+        fuse_reply_lock(ctx->req, &ctx->fl);
+    } else {
+        fuse_reply_err(ctx->req, -r->err);
+    }
+    free(ctx);
+}
+
+void fs_op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+{
+    struct fs *fs = fs_from_req(req);
+    struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
+    struct nc_lock nl;
+    if (!to_nc_lock(lock, &nl)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    struct getlk_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ctx->req = req;
+    ctx->fl = *lock;
+    struct nc_cred cred;
+    fs_req_cred(fs, req, &cred);
+    nc_lock_test(fs->nc, &cred, file->open, fi->lock_owner, &nl, getlk_done, ctx);
+}
+
+/* --- setlk / setlkw / flock --- */
+
+struct setlk_ctx {
+    fuse_req_t req;
+    struct fs *fs;
+    struct nc_lock_wait *wait;
+};
+
+static void setlk_done(void *arg, const struct nc_reply *r)
+{
+    struct setlk_ctx *ctx = arg;
+    fuse_reply_err(ctx->req, -r->err);
+    free(ctx);
+}
+
+static void setlk_interrupted(fuse_req_t req, void *arg)
+{
+    struct setlk_ctx *ctx = arg;
+    /* setlk_done answers the request, with EINTR unless the lock got granted. */
+    nc_lock_cancel(ctx->fs->nc, ctx->wait);
+}
+
+static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short type,
+                     const struct nc_lock *nl, bool wait)
+{
+    struct fs *fs = fs_from_req(req);
+    struct setlk_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        fuse_reply_err(req, ENOMEM);
+        return;
+    }
+    ctx->req = req;
+    ctx->fs = fs;
+    struct nc_cred cred;
+    fs_req_cred(fs, req, &cred);
+    if (type == F_UNLCK) {
+        nc_unlock(fs->nc, &cred, file->open, owner, nl, setlk_done, ctx);
+        return;
+    }
+    if (type == F_WRLCK && !file->writable) {
+        /* NFSv4 write locks need an open for writing (the server answers
+         * OPENMODE); like the Linux NFS client, say so before asking. Tools
+         * such as flock(1) then reopen read-write. */
+        fuse_reply_err(req, EBADF);
+        free(ctx);
+        return;
+    }
+    remember_owner(file, owner);
+    ctx->wait = nc_lock(fs->nc, &cred, file->open, owner, nl, wait, setlk_done, ctx);
+    if (wait && ctx->wait)
+        fuse_req_interrupt_func(req, setlk_interrupted, ctx);
+}
+
+void fs_op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
+                 int sleep)
+{
+    struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
+    struct nc_lock nl;
+    if (!to_nc_lock(lock, &nl)) {
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    set_lock(req, file, fi->lock_owner, lock->l_type, &nl, sleep != 0);
+}
+
+void fs_op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+{
+    struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
+    struct nc_lock whole = {.type = NC_LOCK_WRITE, .start = 0, .len = 0};
+    short type;
+    switch (op & (LOCK_SH | LOCK_EX | LOCK_UN)) {
+    case LOCK_SH:
+        type = F_RDLCK;
+        whole.type = NC_LOCK_READ;
+        break;
+    case LOCK_EX:
+        type = F_WRLCK;
+        break;
+    case LOCK_UN:
+        type = F_UNLCK;
+        break;
+    default:
+        fuse_reply_err(req, EINVAL);
+        return;
+    }
+    /* flock locks belong to the open file description, which the kernel
+     * names by lock_owner here. */
+    set_lock(req, file, fi->lock_owner, type, &whole, !(op & LOCK_NB));
+}
+
+/* --- releasing on close --- */
+
+struct release_ctx {
+    struct fs *fs;
+    unsigned pending;
+    void (*done)(struct fs *, void *);
+    void *arg;
+};
+
+static void release_one_done(void *arg, const struct nc_reply *r)
+{
+    struct release_ctx *ctx = arg;
+    if (r->err && r->err != -ECANCELED)
+        elog_warn(FS_COMPONENT, "unlocking on close failed: %s", strerror(-r->err));
+    if (--ctx->pending == 0) {
+        ctx->done(ctx->fs, ctx->arg);
+        free(ctx);
+    }
+}
+
+static void release_owners(struct fs *fs, struct fs_file *file, const uint64_t *owners,
+                           unsigned n, void (*done)(struct fs *, void *), void *arg)
+{
+    struct release_ctx *ctx = n ? calloc(1, sizeof(*ctx)) : NULL;
+    if (!ctx) {
+        done(fs, arg);
+        return;
+    }
+    ctx->fs = fs;
+    ctx->done = done;
+    ctx->arg = arg;
+    ctx->pending = n;
+    struct nc_lock whole = {.type = NC_LOCK_WRITE, .start = 0, .len = 0};
+    for (unsigned i = 0; i < n; i++)
+        nc_unlock(fs->nc, &file->cred, file->open, owners[i], &whole, release_one_done, ctx);
+}
+
+void fs_locks_release_owner(struct fs *fs, struct fs_file *file, uint64_t owner,
+                            void (*done)(struct fs *, void *), void *arg)
+{
+    for (unsigned i = 0; i < file->nlock_owners; i++) {
+        if (file->lock_owners[i] == owner) {
+            /* The owner may lock again later through this file; keep it listed. */
+            release_owners(fs, file, &owner, 1, done, arg);
+            return;
+        }
+    }
+    done(fs, arg);
+}
+
+void fs_locks_release_all(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *),
+                          void *arg)
+{
+    release_owners(fs, file, file->lock_owners, file->nlock_owners, done, arg);
+}
