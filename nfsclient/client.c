@@ -243,14 +243,11 @@ struct connect_ctx {
 
 static void connect_fail(struct nc_client *c, struct connect_ctx *ctx, int err, const char *what)
 {
-    ctx->err = err;
     ctx->waiting = false;
-    if (what)
-        snprintf(ctx->errbuf, ctx->errlen, "%s", what);
-    else if (err == -EPROTO || err == -EPROTONOSUPPORT || err == -EACCES)
-        snprintf(ctx->errbuf, ctx->errlen, "%s", nc_rpc_last_error(c->rpc));
-    else
-        snprintf(ctx->errbuf, ctx->errlen, "%s", nc_rpc_last_error(c->rpc));
+    if (ctx->err)
+        return; /* the first failure is the one to report */
+    ctx->err = err;
+    snprintf(ctx->errbuf, ctx->errlen, "%s", what ? what : nc_rpc_last_error(c->rpc));
 }
 
 static const char *status_text(int status)
@@ -444,9 +441,10 @@ int nc_client_connect(struct nc_client *c, char *errbuf, size_t errlen)
         }
         uint64_t now = nc_now_ms();
         if (now >= deadline) {
-            snprintf(errbuf, errlen, "server %s:%u: no answer within %u ms", c->host,
+            char msg[300];
+            snprintf(msg, sizeof(msg), "server %s:%u: no answer within %u ms", c->host,
                      c->config.port, c->config.connect_timeout_ms);
-            ctx.err = -ETIMEDOUT;
+            connect_fail(c, &ctx, -ETIMEDOUT, msg);
             break;
         }
         err = nc_client_run_once(c, (int)(deadline - now));

@@ -77,7 +77,7 @@ int main(int argc, char *argv[])
         report(opts, "cannot create the NFS client: %s", strerror(-rc));
         goto out;
     }
-    elog_info("main", "connecting to %s (export path %s)", opts->source_text, opts->nc.path);
+    elog_debug("main", "connecting to %s (export path %s)", opts->source_text, opts->nc.path);
     rc = nc_client_connect(client, err, sizeof(err));
     if (rc < 0) {
         report(opts, "%s", err[0] ? err : strerror(-rc));
