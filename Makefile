@@ -85,10 +85,17 @@ integration: all
 test-asan:
 	$(MAKE) SANITIZE=address,undefined integration
 
+# Unit tests and the file-operation and data tests with efsfuse under valgrind.
+valgrind: all $(UNIT_BIN)
+	@set -e; for t in $(UNIT_BIN); do valgrind --quiet --error-exitcode=99 --leak-check=full $$t >/dev/null; echo "valgrind clean: $$t"; done
+	EFSFUSE_BIN=$(abspath tests/valgrind-efsfuse.sh) EFSFUSE_REAL_BIN=$(abspath $(BUILD)/efsfuse) \
+	    $(PYTEST) -q tests/integration/test_files.py tests/integration/test_data.py $(PYTEST_ARGS)
+
 test: deps
 	$(MAKE) all unit
 	$(MAKE) integration
 	$(MAKE) test-asan
+	$(MAKE) valgrind
 
 # mount(8) looks for helpers in /sbin only, whatever PREFIX is.
 install: all
