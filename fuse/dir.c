@@ -145,6 +145,8 @@ static void reply_from_batch(fuse_req_t req, struct fs *fs, struct dir_handle *d
         }
         full = !add_entry(req, fs, buf, size, &pos, de->name, inode,
                           de->has_attr ? &de->attr : NULL, de->cookie);
+        if (full && inode)
+            fs_inode_drop_if_unused(fs, inode); /* it goes out in the next reply */
     }
     fuse_reply_buf(req, buf, pos);
     free(buf);

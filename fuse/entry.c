@@ -85,12 +85,17 @@ static void reply_entry(struct entry_ctx *ctx, const struct nc_reply *r)
     if (!inode->has_attr) {
         /* A server that gave no attributes: nothing honest to answer. */
         fuse_reply_err(ctx->req, EIO);
+        fs_inode_drop_if_unused(fs, inode);
         return;
     }
     fs_inode_set_name(fs, inode, ctx->dir, ctx->name);
     struct fuse_entry_param e;
     fs_entry_param(fs, inode, &e);
-    fuse_reply_entry(ctx->req, &e);
+    if (fuse_reply_entry(ctx->req, &e) != 0) {
+        /* The kernel did not take it (the caller was interrupted). */
+        inode->nlookup--;
+        fs_inode_drop_if_unused(fs, inode);
+    }
 }
 
 static void entry_done(void *arg, const struct nc_reply *r)

@@ -144,7 +144,7 @@ static void open_done(void *arg, const struct nc_reply *r)
         if (ctx->create && !inode->has_attr)
             fuse_reply_err(ctx->req, EIO);
         nc_close(fs->nc, file->open, NULL, NULL);
-        file_free(fs, file);
+        file_free(fs, file); /* frees the inode too if nothing else holds it */
     }
     open_ctx_free(ctx);
 }

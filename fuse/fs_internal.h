@@ -111,6 +111,8 @@ struct fs_inode *fs_inode_find_or_add(struct fs *fs, const struct nc_fh *fh,
 struct fs_inode *fs_inode_find(struct fs *fs, const struct nc_fh *fh);
 void fs_inode_forget(struct fs *fs, struct fs_inode *inode, uint64_t nlookup);
 void fs_inode_ref(struct fs_inode *inode);
+/* Frees an inode nobody references (one made for an answer that failed). */
+void fs_inode_drop_if_unused(struct fs *fs, struct fs_inode *inode);
 void fs_inode_unref(struct fs *fs, struct fs_inode *inode);
 /* Remembers dir/name as where inode can be opened from. */
 void fs_inode_set_name(struct fs *fs, struct fs_inode *inode, struct fs_inode *dir,

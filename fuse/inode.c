@@ -175,6 +175,11 @@ void fs_inode_forget(struct fs *fs, struct fs_inode *inode, uint64_t nlookup)
     maybe_free(fs, inode);
 }
 
+void fs_inode_drop_if_unused(struct fs *fs, struct fs_inode *inode)
+{
+    maybe_free(fs, inode);
+}
+
 void fs_inode_ref(struct fs_inode *inode)
 {
     inode->refs++;
