@@ -18,6 +18,7 @@
 #define DEFAULT_MAX_IO (1u << 20)
 #define DEFAULT_CONNECT_TIMEOUT_MS 10000
 #define DEFAULT_REQUEST_TIMEOUT_MS 60000
+#define DEFAULT_MAX_INFLIGHT 64
 /* Callback program number for SETCLIENTID; we never listen, so the server
  * finds the callback path down and hands out no delegations. */
 #define CALLBACK_PROGRAM 0x40000000
@@ -37,6 +38,8 @@ int nc_client_new(struct nc_client **out, const struct nc_client_config *config)
         c->config.connect_timeout_ms = DEFAULT_CONNECT_TIMEOUT_MS;
     if (!c->config.request_timeout_ms)
         c->config.request_timeout_ms = DEFAULT_REQUEST_TIMEOUT_MS;
+    if (!c->config.max_inflight)
+        c->config.max_inflight = DEFAULT_MAX_INFLIGHT;
     c->host = strdup(config->host ? config->host : "");
     c->path = strdup(config->path ? config->path : "/");
     if (config->client_name) {
@@ -57,7 +60,8 @@ int nc_client_new(struct nc_client **out, const struct nc_client_config *config)
     /* Distinguishes this incarnation from a previous one with the same name. */
     uint64_t boot = nc_now_ms() ^ ((uint64_t)getpid() << 32);
     memcpy(c->boot_verifier, &boot, sizeof(c->boot_verifier));
-    struct nc_rpc_config rc = {.request_timeout_ms = c->config.request_timeout_ms};
+    struct nc_rpc_config rc = {.request_timeout_ms = c->config.request_timeout_ms,
+                               .max_inflight = c->config.max_inflight};
     err = nc_rpc_new(&c->rpc, c, &rc);
     if (err)
         goto out;

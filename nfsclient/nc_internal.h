@@ -55,6 +55,7 @@ typedef void (*nc_rpc_done)(struct nc_client *c, void *ctx, int err, COMPOUND4re
 
 struct nc_rpc_config {
     uint32_t request_timeout_ms;
+    uint32_t max_inflight; /* calls written and not yet answered, at most */
 };
 
 int nc_rpc_new(struct nc_rpc **out, struct nc_client *owner, const struct nc_rpc_config *cfg);

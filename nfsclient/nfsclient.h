@@ -167,6 +167,7 @@ struct nc_client_config {
     uint32_t max_io;  /* largest READ/WRITE payload to use; 0 = 1 MiB */
     uint32_t connect_timeout_ms; /* 0 = 10 s: how long nc_client_connect() may take */
     uint32_t request_timeout_ms; /* 0 = 60 s: retransmit/declare the connection dead */
+    uint32_t max_inflight;       /* requests on the wire at once; more wait in order. 0 = 64 */
     const char *client_name;     /* identity for SETCLIENTID; NULL = hostname + pid */
 };
 

@@ -54,6 +54,7 @@ struct nc_call {
     unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
     size_t len;
     uint64_t sent_at; /* 0 until fully written on the current connection */
+    bool on_wire;       /* counted in rpc->in_flight */
     bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
     unsigned delay_ms;  /* backoff for the next such resend */
     uint64_t resend_at; /* while parked on the delayed list */
@@ -64,6 +65,8 @@ struct nc_call {
 struct nc_rpc {
     struct nc_client *client;
     uint32_t timeout_ms;
+    uint32_t max_inflight;
+    uint32_t in_flight; /* calls (partly) written on this connection and not answered */
     int fd;
     enum conn_state state;
     unsigned generation; /* bumped whenever the socket is replaced */
@@ -152,6 +155,10 @@ static void call_unlink(struct nc_rpc *rpc, struct nc_call *call)
         pp = &(*pp)->hash_next;
     *pp = call->hash_next;
     rpc->ncalls--;
+    if (call->on_wire) {
+        call->on_wire = false;
+        rpc->in_flight--;
+    }
 }
 
 static struct nc_call *call_find(struct nc_rpc *rpc, uint32_t xid)
@@ -179,6 +186,7 @@ int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rp
         return -ENOMEM;
     rpc->client = client;
     rpc->timeout_ms = cfg->request_timeout_ms;
+    rpc->max_inflight = cfg->max_inflight ? cfg->max_inflight : UINT32_MAX;
     rpc->fd = -1;
     rpc->state = CONN_DOWN;
     rpc->backoff_ms = RECONNECT_MIN_MS;
@@ -204,8 +212,11 @@ static void close_socket(struct nc_rpc *rpc)
     /* Everything unanswered is written again on the next connection. */
     rpc->send_next = rpc->head;
     rpc->send_off = 0;
-    for (struct nc_call *c = rpc->head; c; c = c->next)
+    for (struct nc_call *c = rpc->head; c; c = c->next) {
         c->sent_at = 0;
+        c->on_wire = false;
+    }
+    rpc->in_flight = 0;
 }
 
 void nc_rpc_abort(struct nc_rpc *rpc, int err)
@@ -383,12 +394,21 @@ static void try_send(struct nc_rpc *rpc)
         struct iovec iov[SEND_IOV_MAX];
         int n = 0;
         size_t off = rpc->send_off;
+        uint32_t room = rpc->max_inflight - rpc->in_flight;
         for (struct nc_call *c = rpc->send_next; c && n < SEND_IOV_MAX; c = c->next) {
+            /* A call already started must be finished; new ones wait for room. */
+            if (!c->on_wire) {
+                if (room == 0)
+                    break;
+                room--;
+            }
             iov[n].iov_base = c->msg + off;
             iov[n].iov_len = c->len - off;
             off = 0;
             n++;
         }
+        if (n == 0)
+            return; /* at the limit: replies will make room */
         struct msghdr mh = {.msg_iov = iov, .msg_iovlen = (size_t)n};
         ssize_t sent = sendmsg(rpc->fd, &mh, MSG_NOSIGNAL | MSG_DONTWAIT);
         if (sent < 0) {
@@ -401,6 +421,10 @@ static void try_send(struct nc_rpc *rpc)
         size_t left = (size_t)sent;
         while (left > 0 && rpc->send_next) {
             struct nc_call *c = rpc->send_next;
+            if (!c->on_wire) {
+                c->on_wire = true;
+                rpc->in_flight++;
+            }
             size_t rest = c->len - rpc->send_off;
             if (left < rest) {
                 rpc->send_off += left;
@@ -724,7 +748,9 @@ int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd)
         return 0;
     pfd->fd = rpc->fd;
     pfd->events = POLLIN;
-    if (rpc->state == CONN_CONNECTING || (rpc->state == CONN_UP && rpc->send_next))
+    bool can_send = rpc->send_next &&
+                    (rpc->send_next->on_wire || rpc->in_flight < rpc->max_inflight);
+    if (rpc->state == CONN_CONNECTING || (rpc->state == CONN_UP && can_send))
         pfd->events |= POLLOUT;
     pfd->revents = 0;
     return 1;
@@ -750,7 +776,8 @@ void nc_rpc_handle(struct nc_rpc *rpc, short revents)
     }
     if (revents & (POLLIN | POLLERR | POLLHUP))
         do_receive(rpc);
-    if (rpc->state == CONN_UP && (revents & POLLOUT))
+    /* Replies make room under max_inflight; writable sockets take more. */
+    if (rpc->state == CONN_UP && rpc->send_next)
         try_send(rpc);
 }
 

@@ -486,6 +486,7 @@ static void store_int(struct parse_ctx *ctx, enum key key, long long v)
         break;
     case K_MAX_INFLIGHT:
         o->fs.max_inflight = (uint32_t)v;
+        o->nc.max_inflight = (uint32_t)v;
         break;
     case K_READAHEAD_KB:
         o->fs.readahead_kb = (uint32_t)v;
