@@ -90,6 +90,8 @@ void nc_client_free(struct nc_client *c)
     free(c);
 }
 
+static void recover_tick(struct nc_client *c);
+
 /* --- deferred completions --- */
 
 static void defer(struct nc_client *c, struct nc_deferred *d)
@@ -182,6 +184,10 @@ int nc_client_timeout_ms(struct nc_client *c)
     int t = nc_rpc_timeout_ms(c->rpc);
     t = min_timeout(t, nc_state_timeout_ms(c));
     t = min_timeout(t, nc_lock_waits_timeout_ms(c));
+    if (c->recovering && c->recover_retry_at) {
+        uint64_t now = nc_now_ms();
+        t = min_timeout(t, c->recover_retry_at > now ? (int)(c->recover_retry_at - now) : 0);
+    }
     return t;
 }
 
@@ -190,6 +196,7 @@ void nc_client_dispatch(struct nc_client *c, const struct pollfd *fds, int nfds)
     for (int i = 0; i < nfds; i++)
         nc_rpc_handle(c->rpc, fds[i].revents);
     nc_rpc_tick(c->rpc);
+    recover_tick(c);
     nc_state_tick(c);
     nc_lock_waits_tick(c);
     nc_run_deferred(c);
@@ -233,6 +240,78 @@ uint32_t nc_client_max_write(const struct nc_client *c)
     return c->max_write;
 }
 
+static const char *status_text(int status)
+{
+    const char *n = nc_status_name(status);
+    return n ? n : "unknown status";
+}
+
+/* --- recovery: a new client id after the server forgot ours --- */
+
+#define RECOVER_RETRY_MS 1000
+
+static void recover_send_setclientid(struct nc_client *c);
+
+static void recover_retry_later(struct nc_client *c, const char *why)
+{
+    elog_warn(NC_COMPONENT, "re-establishing the client id failed (%s); retrying", why);
+    c->recover_retry_at = nc_now_ms() + RECOVER_RETRY_MS;
+}
+
+static void recover_confirm_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
+{
+    if (err || res->status != NFS4_OK) {
+        recover_retry_later(c, err ? strerror(-err) : status_text(res->status));
+        return;
+    }
+    c->epoch++;
+    nc_state_reset_owners(c);
+    c->recovering = false;
+    elog_warn(NC_COMPONENT, "client id re-established; files open before the server restart "
+                            "report EIO until reopened, their locks are lost");
+    nc_state_set_lease(c, c->lease_seconds);
+    nc_state_resume_owners(c);
+}
+
+static void recover_setclientid_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
+{
+    nfs_resop4 *r = err ? NULL : nc_res_op(res, 0, OP_SETCLIENTID);
+    if (!r || res->status != NFS4_OK) {
+        recover_retry_later(c, err ? strerror(-err) : status_text(res->status));
+        return;
+    }
+    SETCLIENTID4resok *ok = &r->nfs_resop4_u.opsetclientid.SETCLIENTID4res_u.resok4;
+    c->clientid = ok->clientid;
+    memcpy(c->confirm_verifier, ok->setclientid_confirm, sizeof(c->confirm_verifier));
+    struct nc_compound cp;
+    struct nc_cred root = {0};
+    nc_compound_init(&cp, "recover");
+    nfs_argop4 *a = nc_compound_add(&cp, OP_SETCLIENTID_CONFIRM);
+    a->nfs_argop4_u.opsetclientid_confirm.clientid = c->clientid;
+    memcpy(a->nfs_argop4_u.opsetclientid_confirm.setclientid_confirm, c->confirm_verifier,
+           sizeof(verifier4));
+    nc_send(c, &root, &cp, 0, recover_confirm_done, NULL);
+    nc_compound_free(&cp);
+}
+
+void nc_client_recover(struct nc_client *c)
+{
+    if (c->recovering || c->shutting_down)
+        return;
+    c->recovering = true;
+    elog_warn(NC_COMPONENT, "the server no longer knows our client id (it restarted, or the "
+                            "lease expired); re-establishing it");
+    recover_send_setclientid(c);
+}
+
+static void recover_tick(struct nc_client *c)
+{
+    if (!c->recovering || !c->recover_retry_at || nc_now_ms() < c->recover_retry_at)
+        return;
+    c->recover_retry_at = 0;
+    recover_send_setclientid(c);
+}
+
 /* --- the start-up handshake --- */
 
 enum connect_step { STEP_SETCLIENTID, STEP_CONFIRM, STEP_ROOT, STEP_DONE };
@@ -254,11 +333,7 @@ static void connect_fail(struct nc_client *c, struct connect_ctx *ctx, int err, 
     snprintf(ctx->errbuf, ctx->errlen, "%s", what ? what : nc_rpc_last_error(c->rpc));
 }
 
-static const char *status_text(int status)
-{
-    const char *n = nc_status_name(status);
-    return n ? n : "unknown status";
-}
+
 
 static void setclientid_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
@@ -355,6 +430,31 @@ static void root_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     ctx->waiting = false;
 }
 
+static void fill_setclientid(struct nc_client *c, struct nc_compound *cp, char *netid, char *raddr)
+{
+    nfs_argop4 *a = nc_compound_add(cp, OP_SETCLIENTID);
+    SETCLIENTID4args *s = &a->nfs_argop4_u.opsetclientid;
+    memcpy(s->client.verifier, c->boot_verifier, sizeof(s->client.verifier));
+    s->client.id.id_len = (u_int)strlen(c->client_name);
+    s->client.id.id_val = c->client_name;
+    s->callback.cb_program = CALLBACK_PROGRAM;
+    s->callback.cb_location.r_netid = netid;
+    s->callback.cb_location.r_addr = raddr;
+    s->callback_ident = 1;
+}
+
+static void recover_send_setclientid(struct nc_client *c)
+{
+    struct nc_compound cp;
+    struct nc_cred root = {0};
+    char netid[] = "tcp";
+    char raddr[] = "0.0.0.0.0.0";
+    nc_compound_init(&cp, "recover");
+    fill_setclientid(c, &cp, netid, raddr);
+    nc_send(c, &root, &cp, 0, recover_setclientid_done, NULL);
+    nc_compound_free(&cp);
+}
+
 static int send_step(struct nc_client *c, struct connect_ctx *ctx)
 {
     struct nc_compound cp;
@@ -365,19 +465,10 @@ static int send_step(struct nc_client *c, struct connect_ctx *ctx)
     char *path_copy = NULL;
     int err = 0;
     switch (ctx->step) {
-    case STEP_SETCLIENTID: {
-        nfs_argop4 *a = nc_compound_add(&cp, OP_SETCLIENTID);
-        SETCLIENTID4args *s = &a->nfs_argop4_u.opsetclientid;
-        memcpy(s->client.verifier, c->boot_verifier, sizeof(s->client.verifier));
-        s->client.id.id_len = (u_int)strlen(c->client_name);
-        s->client.id.id_val = c->client_name;
-        s->callback.cb_program = CALLBACK_PROGRAM;
-        s->callback.cb_location.r_netid = netid;
-        s->callback.cb_location.r_addr = raddr;
-        s->callback_ident = 1;
+    case STEP_SETCLIENTID:
+        fill_setclientid(c, &cp, netid, raddr);
         nc_send(c, &root, &cp, 0, setclientid_done, ctx);
         break;
-    }
     case STEP_CONFIRM: {
         nfs_argop4 *a = nc_compound_add(&cp, OP_SETCLIENTID_CONFIRM);
         a->nfs_argop4_u.opsetclientid_confirm.clientid = c->clientid;

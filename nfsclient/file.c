@@ -125,6 +125,7 @@ static void attach_state(struct open_ctx *ctx)
         return;
     }
     open->refs = 1;
+    open->epoch = ctx->c->epoch;
     open->cred = ctx->cred;
     open->fh = ctx->fh;
     open->stateid = ctx->stateid;
@@ -212,6 +213,12 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     }
     nfs_resop4 *r = nc_res_op(res, 1, OP_OPEN);
     int st = r ? (int)r->nfs_resop4_u.opopen.status : -1;
+    if (nc_status_lost_state(st)) {
+        /* Sent under a client id the server no longer knows: again, after. */
+        nc_client_recover(c);
+        nc_owner_retry_after_recovery(c, owner, &ctx->seqop);
+        return;
+    }
     if (!r || st != NFS4_OK) {
         ctx->err = nc_status_to_errno(r ? st : (int)res->status);
         nc_owner_done(c, owner, st);
@@ -356,6 +363,8 @@ static void close_done(struct nc_client *c, void *arg, int err, COMPOUND4res *re
         if (r)
             st = r->nfs_resop4_u.opclose.status;
         reply.err = nc_status_to_errno(res->status);
+        if (nc_status_lost_state(st))
+            nc_client_recover(c);
     }
     if (reply.err && reply.err != -ECANCELED)
         elog_debug(NC_COMPONENT, "CLOSE failed: %d", reply.err);
@@ -392,6 +401,13 @@ void nc_close(struct nc_client *c, struct nc_open *open, nc_callback cb, void *a
             nc_defer_error(c, cb, arg, 0);
         return;
     }
+    if (nc_open_dead(c, open)) {
+        /* The server forgot it when it restarted: nothing to close there. */
+        nc_state_forget_dead_open(c, open);
+        if (cb)
+            nc_defer_error(c, cb, arg, 0);
+        return;
+    }
     struct close_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         /* Forget the state; the server drops it when the lease ends. */
@@ -417,16 +433,27 @@ struct io_ctx {
     nc_callback cb;
     void *arg;
     nfs_opnum4 op;
+    unsigned epoch; /* of the open state used */
 };
 
-static struct io_ctx *io_ctx_new(nc_callback cb, void *arg, nfs_opnum4 op)
+/* NULL (and the callback deferred with EIO) when the open state died with a
+ * server restart: its stateid means nothing to the new server. */
+static struct io_ctx *io_ctx_new(struct nc_client *c, struct nc_open *open, nc_callback cb,
+                                 void *arg, nfs_opnum4 op)
 {
-    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (ctx) {
-        ctx->cb = cb;
-        ctx->arg = arg;
-        ctx->op = op;
+    if (nc_open_dead(c, open)) {
+        nc_defer_error(c, cb, arg, -EIO);
+        return NULL;
     }
+    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        nc_defer_error(c, cb, arg, -ENOMEM);
+        return NULL;
+    }
+    ctx->cb = cb;
+    ctx->arg = arg;
+    ctx->op = op;
+    ctx->epoch = open->epoch;
     return ctx;
 }
 
@@ -440,6 +467,8 @@ static void io_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
     }
     if (res->status != NFS4_OK) {
         reply.err = nc_status_to_errno(res->status);
+        if (nc_status_lost_state(res->status) && ctx->epoch == c->epoch)
+            nc_client_recover(c);
         goto out;
     }
     nfs_resop4 *r = nc_res_op(res, 1, ctx->op);
@@ -479,11 +508,9 @@ out:
 void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
              uint64_t offset, uint32_t count, nc_callback cb, void *arg)
 {
-    struct io_ctx *ctx = io_ctx_new(cb, arg, OP_READ);
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_READ);
+    if (!ctx)
         return;
-    }
     if (count > c->max_read)
         count = c->max_read;
     struct nc_compound cp;
@@ -501,11 +528,9 @@ void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *o
               uint64_t offset, const void *data, uint32_t count, bool stable, nc_callback cb,
               void *arg)
 {
-    struct io_ctx *ctx = io_ctx_new(cb, arg, OP_WRITE);
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_WRITE);
+    if (!ctx)
         return;
-    }
     if (count > c->max_write) {
         /* Callers split writes by nc_client_max_write(); anything else is a bug. */
         free(ctx);
@@ -528,11 +553,9 @@ void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *o
 void nc_commit(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
                nc_callback cb, void *arg)
 {
-    struct io_ctx *ctx = io_ctx_new(cb, arg, OP_COMMIT);
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_COMMIT);
+    if (!ctx)
         return;
-    }
     struct nc_compound cp;
     nc_compound_init(&cp, "commit");
     nc_op_putfh(&cp, &open->fh);

@@ -107,6 +107,8 @@ static void lock_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
             st = w->unlock ? (int)r->nfs_resop4_u.oplocku.status
                            : (int)r->nfs_resop4_u.oplock.status;
         reply.err = nc_status_to_errno(r ? st : (int)res->status);
+        if (nc_status_lost_state(r ? st : (int)res->status))
+            nc_client_recover(c);
         if (r && st == NFS4_OK) {
             lo->stateid = w->unlock ? r->nfs_resop4_u.oplocku.LOCKU4res_u.lock_stateid
                                     : r->nfs_resop4_u.oplock.LOCK4res_u.resok4.lock_stateid;
@@ -197,6 +199,11 @@ static struct nc_lock_wait *lock_request(struct nc_client *c, const struct nc_cr
                                          const struct nc_lock *lock, bool wait, bool unlock,
                                          nc_callback cb, void *arg)
 {
+    if (nc_open_dead(c, open)) {
+        /* Locks held under a client id the server forgot are gone. */
+        nc_defer_error(c, cb, arg, -EIO);
+        return NULL;
+    }
     struct nc_lockowner *lo = find_lockowner(open, owner, !unlock);
     if (unlock && (!lo || !lo->has_stateid)) {
         /* This owner never got a lock on this open: nothing to release. */

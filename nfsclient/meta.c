@@ -151,7 +151,7 @@ void nc_setattr(struct nc_client *c, const struct nc_cred *cred, const struct nc
     nfs_argop4 *a = nc_compound_add(&cp, OP_SETATTR);
     /* The anonymous stateid (all zeros) unless a size change needs the
      * writer's open: servers check share reservations for truncation. */
-    if (open)
+    if (open && !nc_open_dead(c, open))
         a->nfs_argop4_u.opsetattr.stateid = open->stateid;
     nc_fattr_encode(&cp, &a->nfs_argop4_u.opsetattr.obj_attributes, set);
     m->attr_index = current_index(&cp);

@@ -151,6 +151,7 @@ struct nc_open {
     struct nc_open *next; /* in owner's list */
     struct nc_owner *owner;
     unsigned refs;
+    unsigned epoch; /* the client id it was opened under (see nc_client.epoch) */
     struct nc_cred cred; /* of the first opener: CLOSE and lock bookkeeping use it */
     struct nc_fh fh;
     stateid4 stateid;
@@ -234,7 +235,30 @@ struct nc_client {
     struct nc_deferred *deferred_tail;
     struct nc_lock_wait *lock_waits;
     bool shutting_down;
+    /* Server restarts: the client id is re-established under a new epoch;
+     * open states of older epochs are dead (their I/O fails with EIO). */
+    unsigned epoch;
+    bool recovering;
+    uint64_t recover_retry_at;
 };
+
+/* The server no longer knows our client id or this state (it restarted, or
+ * our lease expired): nc_client_recover() makes a new client id. */
+bool nc_status_lost_state(int nfs_status);
+void nc_client_recover(struct nc_client *c);
+static inline bool nc_open_dead(const struct nc_client *c, const struct nc_open *open)
+{
+    return open->epoch != c->epoch;
+}
+/* Owners forget their sequence and open states (a new client id). */
+void nc_state_reset_owners(struct nc_client *c);
+void nc_state_resume_owners(struct nc_client *c);
+/* Frees an open state of a previous epoch once its last user closes it. */
+void nc_state_forget_dead_open(struct nc_client *c, struct nc_open *open);
+/* Puts a seqid operation that the server refused for a lost client id back
+ * at the front of its owner's queue, to run again after recovery. */
+void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner,
+                                   struct nc_seqop *op);
 
 /* A completion run later from the loop, so that callbacks never run inside
  * the call that started the operation. Exactly one of cb / done is set. */

@@ -22,6 +22,7 @@
 
 struct nc_state {
     struct nc_owner *owners;
+    struct nc_open *dead_opens; /* from before a recovery, still referenced by callers */
     uint32_t next_owner_id;
     uint64_t renew_at;
     uint32_t renew_interval_ms;
@@ -52,6 +53,11 @@ void nc_state_free(struct nc_state *st)
 {
     if (!st)
         return;
+    while (st->dead_opens) {
+        struct nc_open *open = st->dead_opens;
+        st->dead_opens = open->next;
+        free_open(open);
+    }
     while (st->owners) {
         struct nc_owner *o = st->owners;
         st->owners = o->next;
@@ -134,7 +140,8 @@ void nc_owner_fill(const struct nc_client *c, const struct nc_owner *owner, open
 
 static void owner_run_next(struct nc_client *c, struct nc_owner *owner)
 {
-    if (owner->busy || !owner->queue_head)
+    /* While the client id is being re-established nothing may use it. */
+    if (owner->busy || !owner->queue_head || c->recovering)
         return;
     struct nc_seqop *op = owner->queue_head;
     owner->queue_head = op->next;
@@ -168,6 +175,58 @@ void nc_owner_done(struct nc_client *c, struct nc_owner *owner, int nfs_status)
     }
     owner->busy = false;
     owner_run_next(c, owner);
+}
+
+bool nc_status_lost_state(int nfs_status)
+{
+    return nfs_status == NFS4ERR_STALE_CLIENTID || nfs_status == NFS4ERR_EXPIRED ||
+           nfs_status == NFS4ERR_STALE_STATEID;
+}
+
+void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner,
+                                   struct nc_seqop *op)
+{
+    op->next = owner->queue_head;
+    owner->queue_head = op;
+    if (!owner->queue_tail)
+        owner->queue_tail = op;
+    owner->queued++;
+    owner->busy = false;
+    owner_run_next(c, owner);
+}
+
+void nc_state_reset_owners(struct nc_client *c)
+{
+    struct nc_state *st = c->state;
+    for (struct nc_owner *o = st->owners; o; o = o->next) {
+        o->seqid = 0;
+        o->confirmed = false;
+        o->broken = false;
+        /* Their states died with the old client id; callers still hold them. */
+        while (o->opens) {
+            struct nc_open *open = o->opens;
+            o->opens = open->next;
+            open->next = st->dead_opens;
+            st->dead_opens = open;
+        }
+    }
+}
+
+void nc_state_resume_owners(struct nc_client *c)
+{
+    for (struct nc_owner *o = c->state->owners; o; o = o->next)
+        owner_run_next(c, o);
+}
+
+void nc_state_forget_dead_open(struct nc_client *c, struct nc_open *open)
+{
+    for (struct nc_open **pp = &c->state->dead_opens; *pp; pp = &(*pp)->next) {
+        if (*pp == open) {
+            *pp = open->next;
+            break;
+        }
+    }
+    free_open(open);
 }
 
 /* --- open states --- */
@@ -253,7 +312,9 @@ static void renew_done(struct nc_client *c, void *ctx, int err, COMPOUND4res *re
     st->renew_in_flight = false;
     if (err)
         return; /* connection trouble is reported by the transport */
-    if (res->status != NFS4_OK) {
+    if (nc_status_lost_state(res->status)) {
+        nc_client_recover(c);
+    } else if (res->status != NFS4_OK) {
         if (!st->lease_lost_logged)
             elog_error(NC_COMPONENT, "lease renewal failed: %s",
                        nc_status_name(res->status) ? nc_status_name(res->status) : "unknown");

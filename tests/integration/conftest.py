@@ -62,6 +62,15 @@ class Server:
     def stop(self):
         subprocess.run([GANESHA_SH, "stop", str(self.dir)], check=True, timeout=60)
 
+    def crash_and_restart(self, downtime=1.0):
+        """kill -9 the server, then start it again on the same port and export."""
+        pid = int((self.dir / "server.pid").read_text())
+        os.kill(pid, 9)
+        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
+            time.sleep(0.05)
+        time.sleep(downtime)
+        self.start()
+
 
 @pytest.fixture(scope="session")
 def nfs_server(tmp_path_factory):
