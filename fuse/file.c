@@ -122,6 +122,9 @@ static void open_done(void *arg, const struct nc_reply *r)
     /* Keep cached pages only if nobody changed the file since we last looked. */
     fi->keep_cache = !ctx->create && ctx->had_attr && r->has_attr &&
                      same_version(&ctx->before, &r->attr) && !(fi->flags & O_TRUNC);
+    /* A write-only file is never read through this descriptor (nor mapped):
+     * writing past the page cache saves the kernel a copy of every byte. */
+    fi->direct_io = (fi->flags & O_ACCMODE) == O_WRONLY;
     if (r->has_attr)
         fs_inode_set_attr(inode, &r->attr);
     int rc;
@@ -305,10 +308,19 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
 
 /* --- write-behind --- */
 
-struct write_ctx {
+/*
+ * One WRITE. While it is on the wire it sits in its inode's `sent` list;
+ * a later write that overlaps it is copied and held (in order) until it is
+ * answered, because the server may apply concurrent WRITEs in any order.
+ */
+struct fs_write {
+    struct fs_write *next;
+    struct fs_write *prev;
     struct fs *fs;
     struct fs_file *file;
+    uint64_t offset;
     uint32_t size;
+    char *held_data; /* a copy, only while held */
 };
 
 static void release_blocked_writes(struct fs *fs)
@@ -323,15 +335,54 @@ static void release_blocked_writes(struct fs *fs)
     }
 }
 
+static bool overlaps_sent(const struct fs_inode *inode, uint64_t offset, uint32_t size)
+{
+    for (const struct fs_write *w = inode->sent; w; w = w->next)
+        if (offset < w->offset + w->size && w->offset < offset + size)
+            return true;
+    return false;
+}
+
+static void write_done(void *arg, const struct nc_reply *r);
+
+static void write_send(struct fs_write *w, const void *data)
+{
+    struct fs_inode *inode = w->file->inode;
+    w->prev = NULL;
+    w->next = inode->sent;
+    if (inode->sent)
+        inode->sent->prev = w;
+    inode->sent = w;
+    nc_write(w->fs->nc, &w->file->cred, w->file->open, w->offset, data, w->size, false,
+             write_done, w);
+    /* nc_write copied the data into the request. */
+    free(w->held_data);
+    w->held_data = NULL;
+}
+
+/* Sends held writes, in order, as long as the first no longer overlaps. */
+static void send_held_writes(struct fs_inode *inode)
+{
+    while (inode->held_head &&
+           !overlaps_sent(inode, inode->held_head->offset, inode->held_head->size)) {
+        struct fs_write *w = inode->held_head;
+        inode->held_head = w->next;
+        if (!inode->held_head)
+            inode->held_tail = NULL;
+        write_send(w, w->held_data);
+    }
+}
+
 static void write_done(void *arg, const struct nc_reply *r)
 {
-    struct write_ctx *ctx = arg;
-    struct fs *fs = ctx->fs;
-    struct fs_file *file = ctx->file;
+    struct fs_write *w = arg;
+    struct fs *fs = w->fs;
+    struct fs_file *file = w->file;
+    struct fs_inode *inode = file->inode;
     int err = r->err;
-    if (!err && r->written < ctx->size) {
+    if (!err && r->written < w->size) {
         /* Our data left with the request; we cannot send the rest again. */
-        elog_warn(FS_COMPONENT, "server wrote %u of %u bytes", r->written, ctx->size);
+        elog_warn(FS_COMPONENT, "server wrote %u of %u bytes", r->written, w->size);
         err = -EIO;
     }
     if (!err && !r->stable) {
@@ -346,11 +397,52 @@ static void write_done(void *arg, const struct nc_reply *r)
     }
     if (err && !file->error)
         file->error = err;
-    fs->write_bytes_in_flight -= ctx->size;
-    file->inode->writes_in_flight--;
-    free(ctx);
+    if (w->prev)
+        w->prev->next = w->next;
+    else
+        inode->sent = w->next;
+    if (w->next)
+        w->next->prev = w->prev;
+    fs->write_bytes_in_flight -= w->size;
+    inode->writes_in_flight--;
+    free(w);
+    send_held_writes(inode);
     release_blocked_writes(fs);
-    fs_inode_writes_done(fs, file->inode);
+    fs_inode_writes_done(fs, inode);
+}
+
+/* Sends (or holds) one chunk; false when out of memory. */
+static bool write_chunk(struct fs *fs, struct fs_file *file, uint64_t offset, const char *data,
+                        uint32_t size)
+{
+    struct fs_inode *inode = file->inode;
+    struct fs_write *w = calloc(1, sizeof(*w));
+    if (!w)
+        return false;
+    w->fs = fs;
+    w->file = file;
+    w->offset = offset;
+    w->size = size;
+    bool hold = inode->held_head || overlaps_sent(inode, offset, size);
+    if (hold && !(w->held_data = malloc(size))) {
+        free(w);
+        return false;
+    }
+    fs->write_bytes_in_flight += size;
+    inode->writes_in_flight++;
+    if (offset + size > inode->write_end)
+        inode->write_end = offset + size;
+    if (!hold) {
+        write_send(w, data);
+        return true;
+    }
+    memcpy(w->held_data, data, size);
+    if (inode->held_tail)
+        inode->held_tail->next = w;
+    else
+        inode->held_head = w;
+    inode->held_tail = w;
+    return true;
 }
 
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
@@ -366,8 +458,8 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
     }
     uint32_t max = nc_client_max_write(fs->nc);
     for (size_t done = 0; done < size;) {
-        struct write_ctx *ctx = calloc(1, sizeof(*ctx));
-        if (!ctx) {
+        uint32_t n = size - done > max ? max : (uint32_t)(size - done);
+        if (!write_chunk(fs, file, (uint64_t)off + done, buf + done, n)) {
             /* What was sent is in flight; report the rest as not written. */
             if (done)
                 fuse_reply_write(req, done);
@@ -375,17 +467,6 @@ void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, o
                 fuse_reply_err(req, ENOMEM);
             return;
         }
-        uint32_t n = size - done > max ? max : (uint32_t)(size - done);
-        ctx->fs = fs;
-        ctx->file = file;
-        ctx->size = n;
-        fs->write_bytes_in_flight += n;
-        file->inode->writes_in_flight++;
-        uint64_t end = (uint64_t)off + done + n;
-        if (end > file->inode->write_end)
-            file->inode->write_end = end;
-        nc_write(fs->nc, &file->cred, file->open, (uint64_t)off + done, buf + done, n, false,
-                 write_done, ctx);
         done += n;
     }
     if (fs->write_bytes_in_flight < fs->write_limit) {

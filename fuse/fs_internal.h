@@ -48,9 +48,14 @@ struct fs_inode {
     bool has_attr;
     /* Write-behind: writes sent but not answered, and the highest byte they
      * reach, which getattr must report while the server lags behind. */
-    unsigned writes_in_flight;
+    unsigned writes_in_flight; /* sent and queued */
     uint64_t write_end;
     struct fs_waiter *waiters;
+    /* Writes on the wire, and writes held back because they overlap one of
+     * those: the server may apply concurrent WRITEs in any order. */
+    struct fs_write *sent;
+    struct fs_write *held_head;
+    struct fs_write *held_tail;
 };
 
 struct fs_file {
@@ -67,6 +72,8 @@ struct fs_file {
     uint64_t lock_owners[8]; /* owners that took locks through this file */
     unsigned nlock_owners;
 };
+
+struct fs_write; /* file.c */
 
 struct fs_blocked_write {
     struct fs_blocked_write *next;

@@ -89,3 +89,4 @@ def test_many_small_files(nfs_server, mount_efsfuse):
     m.unmount()
     for n, data in contents.items():
         assert (nfs_server.export / "small" / n).read_bytes() == data
+

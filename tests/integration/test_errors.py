@@ -35,40 +35,44 @@ def small_mount(small_server, tmp_path):
 
 
 def write_until_error(path, total, chunk=1 << 20, sync=False):
-    """Writes total bytes; returns (where the error surfaced, errno)."""
+    """Writes total bytes (then fsync, close); returns [(call, errno)] of every error seen."""
+    errors = []
     fd = os.open(path, os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
     data = os.urandom(chunk)
-    try:
-        for _ in range(total // chunk):
-            try:
-                os.write(fd, data)
-            except OSError as e:
-                return "write", e.errno
-        if sync:
-            try:
-                os.fsync(fd)
-            except OSError as e:
-                return "fsync", e.errno
-    finally:
+    for _ in range(total // chunk):
         try:
-            os.close(fd)
+            os.write(fd, data)
         except OSError as e:
-            return "close", e.errno
-    return None, 0
+            errors.append(("write", e.errno))
+            break
+    if sync and not errors:
+        try:
+            os.fsync(fd)
+        except OSError as e:
+            errors.append(("fsync", e.errno))
+    try:
+        os.close(fd)
+    except OSError as e:
+        errors.append(("close", e.errno))
+    return errors
+
+
+NOSPACE = (errno.ENOSPC, errno.EDQUOT, errno.EIO)
 
 
 def test_nospace_is_reported_not_lost(small_mount):
-    where, err = write_until_error(small_mount.path / "too-big", 16 << 20)
-    assert where is not None, "16 MiB fit into a 4 MiB server: an error was lost"
-    assert err in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+    errors = write_until_error(small_mount.path / "too-big", 16 << 20)
+    assert errors, "16 MiB fit into a 4 MiB server: an error was lost"
+    assert all(err in NOSPACE for _, err in errors)
     os.unlink(small_mount.path / "too-big")
 
 
 def test_nospace_reported_at_fsync(small_mount):
-    # small enough that every write() is accepted by write-behind
-    where, err = write_until_error(small_mount.path / "big-sync", 6 << 20, sync=True)
-    assert where in ("write", "fsync")
-    assert err in (errno.ENOSPC, errno.EDQUOT, errno.EIO)
+    # writes are acknowledged before the server answers; the error must
+    # come back at the latest from fsync, never only at close
+    errors = write_until_error(small_mount.path / "big-sync", 6 << 20, sync=True)
+    assert errors and errors[0][0] in ("write", "fsync"), errors
+    assert all(err in NOSPACE for _, err in errors)
     os.unlink(small_mount.path / "big-sync")
     # the mount still works afterwards
     (small_mount.path / "ok").write_bytes(b"fine")
