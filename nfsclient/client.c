@@ -12,6 +12,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <sys/stat.h>
+#include <time.h>
 #include <unistd.h>
 
 #define DEFAULT_PORT 2049
@@ -512,19 +513,14 @@ static int send_step(struct nc_client *c, struct connect_ctx *ctx)
     return err;
 }
 
-int nc_client_connect(struct nc_client *c, char *errbuf, size_t errlen)
+/* One attempt at the handshake, until deadline. */
+static int connect_once(struct nc_client *c, uint64_t deadline, char *errbuf, size_t errlen)
 {
-    char dummy[8];
-    if (!errbuf) {
-        errbuf = dummy;
-        errlen = sizeof(dummy);
-    }
     errbuf[0] = '\0';
     int err = nc_rpc_start_connect(c->rpc, c->host, c->config.port, errbuf, errlen);
     if (err)
         return err;
     struct connect_ctx ctx = {.step = STEP_SETCLIENTID, .errbuf = errbuf, .errlen = errlen};
-    uint64_t deadline = nc_now_ms() + c->config.connect_timeout_ms;
     while (ctx.step != STEP_DONE && !ctx.err) {
         if (!ctx.waiting) {
             ctx.waiting = true;
@@ -555,7 +551,51 @@ int nc_client_connect(struct nc_client *c, char *errbuf, size_t errlen)
         if (!errbuf[0])
             snprintf(errbuf, errlen, "server %s:%u: %s", c->host, c->config.port,
                      strerror(-ctx.err));
-        return ctx.err;
+    }
+    return ctx.err;
+}
+
+/* Failures that may go away by themselves: the server (or the network, or
+ * its DNS name) is not there yet, as when a pod starts before its mount
+ * target is ready. A server that answers wrongly is not retried. */
+static bool worth_retrying(int err)
+{
+    return err == -ECONNREFUSED || err == -EHOSTUNREACH || err == -ENETUNREACH ||
+           err == -ECONNRESET || err == -ECONNABORTED || err == -EPIPE;
+}
+
+int nc_client_connect(struct nc_client *c, char *errbuf, size_t errlen)
+{
+    char dummy[8];
+    if (!errbuf) {
+        errbuf = dummy;
+        errlen = sizeof(dummy);
+    }
+    uint64_t start = nc_now_ms();
+    uint64_t deadline = start + c->config.connect_timeout_ms;
+    unsigned backoff_ms = 100;
+    unsigned attempts = 0;
+    int err;
+    for (;;) {
+        attempts++;
+        err = connect_once(c, deadline, errbuf, errlen);
+        if (!err || !worth_retrying(err) || nc_now_ms() + backoff_ms >= deadline)
+            break;
+        if (attempts == 1)
+            elog_info(NC_COMPONENT, "%s; retrying for up to %u s", errbuf,
+                      c->config.connect_timeout_ms / 1000);
+        struct timespec pause = {.tv_sec = backoff_ms / 1000,
+                                 .tv_nsec = (long)(backoff_ms % 1000) * 1000000L};
+        nanosleep(&pause, NULL);
+        backoff_ms = backoff_ms * 2 > 1000 ? 1000 : backoff_ms * 2;
+    }
+    if (err) {
+        if (attempts > 1) {
+            size_t n = strlen(errbuf);
+            snprintf(errbuf + n, errlen - n, " (%u attempts in %.1f s)", attempts,
+                     (double)(nc_now_ms() - start) / 1000.0);
+        }
+        return err;
     }
     nc_state_set_lease(c, c->lease_seconds);
     nc_rpc_set_auto_reconnect(c->rpc, true);

@@ -96,8 +96,9 @@ int main(int argc, char **argv)
      * a URL, which also sets the version on the context it is parsed for.
      * Brackets keep an IPv6 literal apart from the port. */
     char url_text[512];
-    snprintf(url_text, sizeof(url_text), strchr(host, ':') ? "nfs://[%s]/?version=4&nfsport=%u"
-                                                             : "nfs://%s/?version=4&nfsport=%u",
+    snprintf(url_text, sizeof(url_text),
+             strchr(host, ':') ? "nfs://[%s]/?version=4&nfsport=%u"
+                               : "nfs://%s/?version=4&nfsport=%u",
              host, port);
     struct nfs_url *url = nfs_parse_url_dir(nfs, url_text);
     if (!url)
@@ -168,8 +169,9 @@ int main(int argc, char **argv)
         if (rc < 0)
             die("read");
         if ((uint64_t)rc != n || memcmp(readbuf, pattern + offsets[k] % PATTERN_PERIOD, n) != 0) {
-            fprintf(stderr, "naive_libnfs: data read back at offset %llu differs from what was "
-                            "written\n",
+            fprintf(stderr,
+                    "naive_libnfs: data read back at offset %llu differs from what was "
+                    "written\n",
                     (unsigned long long)offsets[k]);
             return 1;
         }

@@ -243,7 +243,6 @@ static void fill_entry(uint32_t ino, struct fuse_entry_param *e)
     e->ino = ino;
     e->generation = nodes[ino].generation;
     e->attr = nodes[ino].st;
-    e->attr.st_size = (off_t)nodes[ino].st.st_size;
     e->attr.st_blocks = (nodes[ino].st.st_size + 511) / 512;
     e->attr_timeout = ATTR_TIMEOUT;
     e->entry_timeout = ENTRY_TIMEOUT;
@@ -286,8 +285,8 @@ static void make_node(fuse_req_t req, fuse_ino_t parent, const char *name, mode_
         return;
     }
     const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    uint32_t ino = node_new((uint32_t)parent, name, mode & ~(target ? 0 : ctx->umask), ctx->uid,
-                            ctx->gid);
+    uint32_t ino =
+        node_new((uint32_t)parent, name, mode & ~(target ? 0 : ctx->umask), ctx->uid, ctx->gid);
     if (!ino) {
         fuse_reply_err(req, ENOSPC);
         return;
@@ -823,8 +822,7 @@ static void usage(void)
     exit(2);
 }
 
-static unsigned long long parse_number(const char *what, const char *text,
-                                       unsigned long long max)
+static unsigned long long parse_number(const char *what, const char *text, unsigned long long max)
 {
     char *end;
     errno = 0;

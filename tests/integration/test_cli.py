@@ -18,11 +18,18 @@ def run(args, timeout=20, env=None):
     return r, time.monotonic() - t0
 
 
-def one_line_error(r, *words):
-    """Failed with exactly one stderr line that mentions every word, and no crash."""
+def one_line_error(r, *words, retry_notice=False):
+    """Failed with exactly one stderr line that mentions every word, and no crash.
+
+    With retry_notice, one info line saying that start-up is retrying may
+    come first (the server may only be slow to appear)."""
     assert r.returncode not in (0, -6, -11, 134, 139), r
     lines = [l for l in r.stderr.splitlines() if l.strip()]
+    if retry_notice and len(lines) == 2:
+        assert " info " in lines[0] and "retrying" in lines[0], r.stderr
+        lines = lines[1:]
     assert len(lines) == 1, r.stderr
+    assert lines[0].startswith("efsfuse: "), lines[0]
     for w in words:
         assert w.lower() in lines[0].lower(), lines[0]
 
@@ -54,11 +61,39 @@ def test_usage_errors(args, words):
 
 def test_unreachable_server(tmp_path):
     port = free_port()  # nothing listens there
-    r, took = run([f"127.0.0.1:/", str(tmp_path), "-f", "-o", f"port={port}"])
-    one_line_error(r, "127.0.0.1", "refused")
+    r, took = run([f"127.0.0.1:/", str(tmp_path), "-f", "-o", f"port={port},connect_timeout=2"])
+    one_line_error(r, "127.0.0.1", "refused", "attempts", retry_notice=True)
     assert r.returncode == 1
-    assert took < 5
+    assert 1.0 < took < 5  # it kept trying for about connect_timeout, then gave up
     assert not is_mounted(tmp_path)
+
+
+def test_server_that_appears_during_start_up(tmp_path):
+    """A sidecar may start before its mount target: efsfuse waits for it."""
+    from conftest import Server
+    server = Server(tmp_path / "late")
+    server.dir.mkdir()
+    mnt = tmp_path / "m"
+    mnt.mkdir()
+    proc = subprocess.Popen([EFSFUSE, "127.0.0.1:/", str(mnt), "-f", "-o",
+                             f"port={server.port},connect_timeout=20"],
+                            stderr=subprocess.PIPE, text=True)
+    try:
+        time.sleep(1.5)
+        assert proc.poll() is None  # still trying
+        server.start()
+        deadline = time.monotonic() + 15
+        while not is_mounted(mnt) and time.monotonic() < deadline and proc.poll() is None:
+            time.sleep(0.05)
+        assert is_mounted(mnt)
+        (mnt / "late").write_text("ok")
+        assert (server.export / "late").read_text() == "ok"
+    finally:
+        if is_mounted(mnt):
+            subprocess.run(["fusermount3", "-u", str(mnt)], timeout=30)
+        assert proc.wait(timeout=30) == 0
+        server.stop()
+    assert "retrying" in proc.stderr.read()
 
 
 def test_missing_export_path(nfs_server, tmp_path):
@@ -116,7 +151,7 @@ def test_server_that_does_not_speak_nfsv4(tmp_path, behaviour, words):
                        f"port={port},connect_timeout=2"])
     finally:
         shutdown()
-    one_line_error(r, *words)
+    one_line_error(r, *words, retry_notice=True)
     assert r.returncode == 1
     assert took < 8
     assert not is_mounted(tmp_path)

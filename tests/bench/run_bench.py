@@ -1,0 +1,848 @@
+#!/usr/bin/python3
+"""run_bench.py: the `make bench` driver.
+
+    tests/bench/run_bench.py [--quick] [--out DIR] [--runs N]
+
+Starts a private nfs-ganesha (scripts/ganesha.sh) on a free loopback port
+exporting a directory on local disk, then measures, in one run:
+
+  * the NFS ceiling (build/bench/nfs_ceiling, our nfsclient without FUSE) and
+    the naive baseline (build/bench/naive_libnfs, libnfs's synchronous API);
+  * the same file workloads through an efsfuse mount, through the null FUSE
+    filesystem (build/bench/null_fs, the FUSE ceiling) and on a local
+    directory;
+  * efsfuse's start-to-live-mount time and its memory (VmRSS idle, VmHWM);
+  * sequential read/write through a 1 ms RTT proxy (build/tests/fault/tcpproxy)
+    for efsfuse and for nfs_ceiling.
+
+Every figure is the median of --runs runs (3; 1 with --quick); min and max are
+kept in results.json. Writes DIR/results.json, DIR/results.md and
+DIR/ratios.png and prints the table and a last line "bench: K of N targets met".
+A tool that is not built is reported as "not available" and its targets are
+skipped (they count as not met).
+
+Only loopback traffic; every process is stopped by its PID and every mount is
+unmounted, also on failure or Ctrl-C. Needs root (drop_caches, FUSE mounts).
+Python standard library only; the chart uses gnuplot (Debian gnuplot-nox).
+"""
+import argparse
+import json
+import multiprocessing
+import os
+import select
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tarfile
+import threading
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[2]
+BUILD = Path(os.environ.get("BUILD", REPO / "build"))
+if not BUILD.is_absolute():
+    BUILD = REPO / BUILD
+EFSFUSE = Path(os.environ.get("EFSFUSE_BIN", BUILD / "efsfuse"))
+NFS_CEILING = BUILD / "bench" / "nfs_ceiling"
+NAIVE = BUILD / "bench" / "naive_libnfs"
+NULL_FS = BUILD / "bench" / "null_fs"
+TCPPROXY = BUILD / "tests" / "fault" / "tcpproxy"
+GANESHA_SH = REPO / "scripts" / "ganesha.sh"
+
+MOUNT_TIMEOUT = 20
+MIB = 1 << 20
+
+
+def log(msg):
+    print(f"[bench {time.strftime('%H:%M:%S')}] {msg}", file=sys.stderr, flush=True)
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def mount_fstype(path):
+    """fstype of the mount at path, or None."""
+    path = os.path.realpath(path)
+    with open("/proc/self/mountinfo") as f:
+        for line in f:
+            fields = line.split()
+            sep = fields.index("-")
+            if fields[4] == path:
+                return fields[sep + 1]
+    return None
+
+
+def drop_caches():
+    os.sync()
+    try:
+        with open("/proc/sys/vm/drop_caches", "w") as f:
+            f.write("3\n")
+    except OSError as e:
+        log(f"cannot drop caches: {e}")
+
+
+def proc_status_kib(pid, key):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith(key + ":"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return None
+
+
+class Bench:
+    def __init__(self, args):
+        self.args = args
+        self.quick = args.quick
+        self.out = Path(args.out).resolve()
+        self.work = self.out / "work"
+        self.runs = args.runs or (1 if self.quick else 3)
+        if self.quick:
+            self.size_mib, self.files, self.dir_entries, self.small_files = 128, 500, 2000, 2000
+            self.fio_runtime, self.tar_src = 2, "/usr/include/linux"
+        else:
+            self.size_mib, self.files, self.dir_entries, self.small_files = 1024, 5000, 10000, 20000
+            self.fio_runtime, self.tar_src = 5, "/usr/include"
+        self.samples = {}          # group -> metric -> [values]
+        self.notes = []            # "not available" and other remarks
+        self.procs = []            # Popen of everything we started
+        self.mounts = []           # mountpoints we mounted
+        self.server_dir = self.work / "ganesha"
+        self.port = None
+        self.export = self.server_dir / "export"
+
+    # ---------- bookkeeping ----------
+
+    def add(self, group, metric, value):
+        if value is None:
+            return
+        self.samples.setdefault(group, {}).setdefault(metric, []).append(float(value))
+
+    def note(self, msg):
+        if msg not in self.notes:
+            self.notes.append(msg)
+            log(msg)
+
+    def available(self, path, what):
+        if os.access(path, os.X_OK):
+            return True
+        self.note(f"{what}: not available ({os.path.relpath(path, REPO)} is not built)")
+        return False
+
+    def run(self, argv, timeout, **kw):
+        """Runs argv to completion (bounded); returns CompletedProcess."""
+        p = subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                             stdin=subprocess.DEVNULL, **kw)
+        self.procs.append(p)
+        try:
+            out, err = p.communicate(timeout=timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(p.pid, signal.SIGKILL)
+            out, err = p.communicate()
+            raise RuntimeError(f"{argv[0]} timed out after {timeout} s")
+        finally:
+            self.procs.remove(p)
+        return subprocess.CompletedProcess(argv, p.returncode, out, err)
+
+    # ---------- server, mounts, proxy ----------
+
+    def start_server(self):
+        if self.server_dir.exists():
+            shutil.rmtree(self.server_dir)
+        self.server_dir.mkdir(parents=True)
+        self.port = free_port()
+        subprocess.run([str(GANESHA_SH), "start", str(self.server_dir), str(self.port)],
+                       check=True, timeout=60)
+        log(f"nfs-ganesha on 127.0.0.1:{self.port}, export {self.export}")
+
+    def stop_server(self):
+        if self.port is not None:
+            subprocess.run([str(GANESHA_SH), "stop", str(self.server_dir)], timeout=60)
+            self.port = None
+
+    def mount(self, kind, mnt, port=None, files=1, file_size=0):
+        """Starts efsfuse or null_fs in the foreground on mnt and waits until the
+        mount is live. Returns (Popen, seconds from start to live mount)."""
+        mnt = Path(mnt)
+        mnt.mkdir(parents=True, exist_ok=True)
+        if mount_fstype(mnt):
+            raise RuntimeError(f"{mnt} is already a mount")
+        if kind == "efsfuse":
+            argv = [str(EFSFUSE), "127.0.0.1:/", str(mnt), "-f",
+                    "-o", f"port={port or self.port}"]
+        else:
+            argv = [str(NULL_FS), str(mnt), "--files", str(files), "--file-size", str(file_size)]
+        logf = open(self.work / f"{kind}.log", "a")
+        t0 = time.monotonic()
+        p = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=logf, stderr=logf)
+        logf.close()
+        self.procs.append(p)
+        deadline = t0 + MOUNT_TIMEOUT
+        while not mount_fstype(mnt):
+            if p.poll() is not None:
+                self.procs.remove(p)
+                raise RuntimeError(f"{kind} exited with {p.returncode}; see {self.work}/{kind}.log")
+            if time.monotonic() > deadline:
+                self.stop_proc(p)
+                raise RuntimeError(f"{kind} did not mount in {MOUNT_TIMEOUT} s")
+            time.sleep(0.001)
+        elapsed = time.monotonic() - t0
+        self.mounts.append(str(mnt))
+        return p, elapsed
+
+    def unmount(self, mnt, p):
+        mnt = str(mnt)
+        if mount_fstype(mnt):
+            r = subprocess.run(["fusermount3", "-u", mnt], timeout=120, capture_output=True)
+            if r.returncode != 0 and mount_fstype(mnt):
+                time.sleep(0.5)
+                subprocess.run(["fusermount3", "-u", "-z", mnt], timeout=60, capture_output=True)
+        if mnt in self.mounts:
+            self.mounts.remove(mnt)
+        self.stop_proc(p, grace=120)
+
+    def stop_proc(self, p, grace=10):
+        if p.poll() is None:
+            try:
+                p.wait(timeout=grace)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGTERM)
+                try:
+                    p.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    os.kill(p.pid, signal.SIGKILL)
+                    p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def start_proxy(self):
+        """tcpproxy with 0.5 ms each way in front of the server: (Popen, port)."""
+        p = subprocess.Popen([str(TCPPROXY), "--listen", "127.0.0.1:0", "--connect",
+                              f"127.0.0.1:{self.port}", "--delay-ms", "0.5"],
+                             stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                             stderr=open(self.work / "tcpproxy.log", "a"), text=True)
+        self.procs.append(p)
+        ready, _, _ = select.select([p.stdout], [], [], 10)
+        line = p.stdout.readline().strip() if ready else ""
+        if not line.startswith("port="):
+            self.kill(p)
+            raise RuntimeError(f"tcpproxy did not print port= (got {line!r})")
+        # Keep draining its stdout so it never blocks on a full pipe.
+        threading.Thread(target=lambda: [None for _ in p.stdout], daemon=True).start()
+        return p, int(line.split("=", 1)[1])
+
+    def kill(self, p):
+        if p.poll() is None:
+            os.kill(p.pid, signal.SIGTERM)
+            try:
+                p.wait(timeout=10)
+            except subprocess.TimeoutExpired:
+                os.kill(p.pid, signal.SIGKILL)
+                p.wait()
+        if p in self.procs:
+            self.procs.remove(p)
+
+    def cleanup(self):
+        for mnt in list(self.mounts):
+            if mount_fstype(mnt):
+                subprocess.run(["fusermount3", "-u", mnt], timeout=60, capture_output=True)
+                if mount_fstype(mnt):
+                    subprocess.run(["fusermount3", "-u", "-z", mnt], timeout=60,
+                                   capture_output=True)
+            self.mounts.remove(mnt)
+        for p in list(self.procs):
+            try:
+                p.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                pass
+            self.kill(p)
+        self.stop_server()
+
+    # ---------- workloads (any directory) ----------
+
+    def dd_write(self, path):
+        t0 = time.monotonic()
+        r = self.run(["dd", "if=/dev/zero", f"of={path}", "bs=1M", f"count={self.size_mib}",
+                      "conv=fsync"], timeout=900)
+        t = time.monotonic() - t0
+        if r.returncode:
+            raise RuntimeError(f"dd write {path}: {r.stderr.strip()}")
+        return self.size_mib / t
+
+    def dd_read(self, path, mib=None):
+        mib = mib or self.size_mib
+        t0 = time.monotonic()
+        r = self.run(["dd", f"if={path}", "of=/dev/null", "bs=1M", f"count={mib}"], timeout=900)
+        t = time.monotonic() - t0
+        if r.returncode:
+            raise RuntimeError(f"dd read {path}: {r.stderr.strip()}")
+        return mib / t
+
+    def fio_randread(self, path, jobs):
+        r = self.run(["fio", "--name=randread", f"--filename={path}", "--rw=randread", "--bs=4k",
+                      "--direct=1", "--ioengine=psync", f"--numjobs={jobs}", "--group_reporting",
+                      f"--size={self.size_mib}m", "--time_based",
+                      f"--runtime={self.fio_runtime}", "--output-format=json"],
+                     timeout=self.fio_runtime + 120)
+        if r.returncode:
+            raise RuntimeError(f"fio {path}: {r.stderr.strip()[-300:]}")
+        js = json.loads(r.stdout[r.stdout.index("{"):])
+        return js["jobs"][0]["read"]["iops"]
+
+    @staticmethod
+    def _parallel(n_threads, items, fn):
+        """Runs fn(item) for every item on n_threads threads; returns seconds."""
+        chunks = [items[i::n_threads] for i in range(n_threads)]
+        errors = []
+
+        def worker(chunk):
+            try:
+                for it in chunk:
+                    fn(it)
+            except OSError as e:
+                errors.append(e)
+
+        threads = [threading.Thread(target=worker, args=(c,)) for c in chunks]
+        t0 = time.monotonic()
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+        t = time.monotonic() - t0
+        if errors:
+            raise errors[0]
+        return t
+
+    def meta(self, d, threads):
+        """create, stat, unlink self.files empty files with `threads` threads: rates/s."""
+        d = Path(d)
+        d.mkdir()
+        names = [str(d / f"c{i:06d}") for i in range(self.files)]
+
+        def create(n):
+            os.close(os.open(n, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644))
+
+        rates = {}
+        rates["create"] = self.files / self._parallel(threads, names, create)
+        rates["stat"] = self.files / self._parallel(threads, names, os.stat)
+        rates["unlink"] = self.files / self._parallel(threads, names, os.unlink)
+        os.rmdir(d)
+        return rates
+
+    def ls_l(self, d):
+        t0 = time.monotonic()
+        r = self.run(["ls", "-l", str(d)], timeout=600)
+        t = time.monotonic() - t0
+        if r.returncode:
+            raise RuntimeError(f"ls -l {d}: {r.stderr.strip()}")
+        return t, r.stdout.count("\n") - 1
+
+    def small_reads(self, d, names, procs=8):
+        """procs processes each open/read 4 KiB/close its share of names: files/s."""
+        ctx = multiprocessing.get_context("fork")
+        go = ctx.Event()
+        errs = ctx.Queue()
+        paths = [os.path.join(d, n) for n in names]
+
+        def worker(chunk):
+            try:
+                go.wait(60)
+                for pth in chunk:
+                    fd = os.open(pth, os.O_RDONLY)
+                    os.read(fd, 4096)
+                    os.close(fd)
+            except OSError as e:
+                errs.put(str(e))
+
+        ps = [ctx.Process(target=worker, args=(paths[i::procs],)) for i in range(procs)]
+        for p in ps:
+            p.start()
+        time.sleep(0.2)
+        t0 = time.monotonic()
+        go.set()
+        for p in ps:
+            p.join(600)
+            if p.is_alive():
+                p.kill()
+                p.join()
+        t = time.monotonic() - t0
+        if not errs.empty():
+            raise RuntimeError(f"small-file reads: {errs.get()}")
+        return len(paths) / t
+
+    def tar_extract(self, d, tarball):
+        d = Path(d)
+        d.mkdir()
+        t0 = time.monotonic()
+        r = self.run(["tar", "-xf", str(tarball), "-C", str(d)], timeout=1800)
+        t_x = time.monotonic() - t0
+        if r.returncode:
+            raise RuntimeError(f"tar -x into {d}: {r.stderr.strip()[-300:]}")
+        t0 = time.monotonic()
+        r = self.run(["rm", "-rf", str(d)], timeout=1800)
+        t_rm = time.monotonic() - t0
+        if r.returncode:
+            raise RuntimeError(f"rm -rf {d}: {r.stderr.strip()[-300:]}")
+        return t_x, t_rm
+
+    # ---------- preparation ----------
+
+    def make_tarball(self):
+        name = "usr-include-linux.tar" if self.quick else "usr-include.tar"
+        tb = self.out / name
+        if not tb.exists():
+            log(f"building {tb} from {self.tar_src}")
+            tmp = tb.with_suffix(".tmp")
+            with tarfile.open(tmp, "w") as t:
+                t.add(self.tar_src, arcname=os.path.basename(self.tar_src))
+            tmp.rename(tb)
+        with tarfile.open(tb) as t:
+            self.tar_entries = sum(1 for _ in t)
+        self.tar_mib = tb.stat().st_size / MIB
+        return tb
+
+    def make_files(self, d, n, size):
+        """n files of `size` bytes named f000000.. in d (created on local disk)."""
+        d = Path(d)
+        d.mkdir(parents=True, exist_ok=True)
+        data = bytes((i * 131) & 0xFF for i in range(size))
+        for i in range(n):
+            with open(d / f"f{i:06d}", "wb") as f:
+                f.write(data)
+        return [f"f{i:06d}" for i in range(n)]
+
+    # ---------- phases ----------
+
+    def phase_nfs(self, run_no):
+        if self.available(NFS_CEILING, "nfs_ceiling"):
+            log(f"run {run_no}: nfs_ceiling")
+            t0 = time.monotonic()
+            r = self.run([str(NFS_CEILING), "127.0.0.1", str(self.port),
+                          "--size-mib", str(self.size_mib), "--files", str(self.files),
+                          "--dir-entries", str(self.dir_entries)], timeout=1200)
+            if r.returncode:
+                self.note(f"nfs_ceiling exited {r.returncode}: {r.stderr.strip()[-200:]}")
+            try:
+                for k, v in json.loads(r.stdout).items():
+                    self.add("nfs_ceiling", k, v)
+            except ValueError:
+                self.note("nfs_ceiling printed no JSON")
+            self.add("runtime", "nfs_ceiling_s", time.monotonic() - t0)
+        if self.available(NAIVE, "naive_libnfs"):
+            log(f"run {run_no}: naive_libnfs")
+            r = self.run([str(NAIVE), "127.0.0.1", str(self.port),
+                          "--size-mib", str(self.size_mib)], timeout=1800)
+            try:
+                for k, v in json.loads(r.stdout).items():
+                    if k.startswith("naive_"):
+                        self.add("naive", k, v)
+            except ValueError:
+                self.note(f"naive_libnfs printed no JSON (exit {r.returncode}): "
+                          f"{r.stderr.strip()[-200:]}")
+
+    def file_workloads(self, group, root, remount, cold, seq_read_file=None):
+        """The seq/fio/meta/tar workloads in root. remount() gives a fresh (cold)
+        root and returns it; cold is 'remount' or 'drop_caches'."""
+        seq = Path(root) / "seq"
+        log(f"{group}: sequential write {self.size_mib} MiB + fsync")
+        self.add(group, "seq_write_mibps", self.dd_write(seq))
+        read_file = Path(seq_read_file) if seq_read_file else seq
+        if cold == "drop_caches":
+            drop_caches()
+        else:
+            root = remount()
+            read_file = Path(root) / read_file.name
+            seq = Path(root) / "seq"
+        log(f"{group}: sequential read cold, re-read")
+        self.add(group, "seq_read_cold_mibps", self.dd_read(read_file))
+        self.add(group, "seq_reread_mibps", self.dd_read(read_file))
+        log(f"{group}: fio 4 KiB randread direct, 1 and 4 jobs")
+        self.add(group, "randread_4k_iops_j1", self.fio_randread(read_file, 1))
+        self.add(group, "randread_4k_iops_j4", self.fio_randread(read_file, 4))
+        os.unlink(seq)
+        for threads in (1, 8):
+            log(f"{group}: create/stat/unlink {self.files} files, {threads} thread(s)")
+            rates = self.meta(Path(root) / f"meta{threads}", threads)
+            for k, v in rates.items():
+                self.add(group, f"{k}_per_s_t{threads}", v)
+        log(f"{group}: tar -x {self.tar_entries} entries, rm -rf")
+        t_x, t_rm = self.tar_extract(Path(root) / "tarx", self.tarball)
+        self.add(group, "tar_extract_s", t_x)
+        self.add(group, "rm_rf_s", t_rm)
+        return root
+
+    def phase_efsfuse(self, run_no):
+        if not self.available(EFSFUSE, "efsfuse"):
+            return
+        mnt = self.work / "mnt-efsfuse"
+        state = {}
+
+        def mount_one():
+            p, t = self.mount("efsfuse", mnt)
+            self.add("efsfuse", "mount_ms", t * 1000)
+            state["p"] = p
+            return p
+
+        def note_hwm():
+            hwm = proc_status_kib(state["p"].pid, "VmHWM")
+            if hwm:
+                state["hwm"] = max(state.get("hwm", 0), hwm)
+
+        def remount():
+            note_hwm()
+            self.unmount(mnt, state["p"])
+            mount_one()
+            return mnt
+
+        log(f"run {run_no}: efsfuse")
+        p = mount_one()
+        time.sleep(1.0)
+        self.add("efsfuse", "rss_idle_mib", (proc_status_kib(p.pid, "VmRSS") or 0) / 1024)
+        try:
+            d = mnt / "work"
+            d.mkdir()
+            self.file_workloads("efsfuse", d, lambda: remount() / "work", "remount")
+            shutil.rmtree(d)
+            # ls -l of the prepared directory and small-file reads, on a fresh mount.
+            remount()
+            log(f"efsfuse: ls -l {self.dir_entries} entries, twice")
+            t1, n = self.ls_l(mnt / "lsdir")
+            t2, _ = self.ls_l(mnt / "lsdir")
+            if n != self.dir_entries:
+                self.note(f"efsfuse: ls -l listed {n} of {self.dir_entries} entries")
+            self.add("efsfuse", "ls_l_first_s", t1)
+            self.add("efsfuse", "ls_l_second_s", t2)
+            log(f"efsfuse: 8 processes open/read 4 KiB/close over {self.small_files} files")
+            self.add("efsfuse", "small_reads_per_s_p8",
+                     self.small_reads(mnt / "small", self.small_names))
+            self.add("efsfuse", "small_reads_warm_per_s_p8",
+                     self.small_reads(mnt / "small", self.small_names))
+        finally:
+            note_hwm()
+            self.unmount(mnt, state["p"])
+        if state.get("hwm"):
+            self.add("efsfuse", "rss_peak_mib", state["hwm"] / 1024)
+
+    def phase_null(self, run_no):
+        if not self.available(NULL_FS, "null_fs"):
+            return
+        mnt = self.work / "mnt-null"
+        size = self.size_mib * MIB
+        log(f"run {run_no}: null_fs")
+        state = {}
+
+        def remount():
+            self.unmount(mnt, state["p"])
+            state["p"], _ = self.mount("null_fs", mnt, files=1, file_size=size)
+            return mnt
+
+        state["p"], _ = self.mount("null_fs", mnt, files=1, file_size=size)
+        try:
+            self.file_workloads("null_fs", mnt, remount, "remount",
+                                seq_read_file=mnt / "f000000")
+        finally:
+            self.unmount(mnt, state["p"])
+        p, _ = self.mount("null_fs", mnt, files=self.dir_entries, file_size=4096)
+        try:
+            log(f"null_fs: ls -l {self.dir_entries} entries, twice")
+            self.add("null_fs", "ls_l_first_s", self.ls_l(mnt)[0])
+            self.add("null_fs", "ls_l_second_s", self.ls_l(mnt)[0])
+        finally:
+            self.unmount(mnt, p)
+        p, _ = self.mount("null_fs", mnt, files=self.small_files, file_size=4096)
+        try:
+            log(f"null_fs: 8 processes open/read/close over {self.small_files} files")
+            self.add("null_fs", "small_reads_per_s_p8", self.small_reads(mnt, self.small_names))
+            self.add("null_fs", "small_reads_warm_per_s_p8",
+                     self.small_reads(mnt, self.small_names))
+        finally:
+            self.unmount(mnt, p)
+
+    def phase_local(self, run_no):
+        log(f"run {run_no}: local directory")
+        d = self.work / "local"
+        if d.exists():
+            shutil.rmtree(d)
+        d.mkdir()
+        self.file_workloads("local", d, None, "drop_caches")
+        drop_caches()
+        self.add("local", "ls_l_first_s", self.ls_l(self.work / "local-lsdir")[0])
+        self.add("local", "ls_l_second_s", self.ls_l(self.work / "local-lsdir")[0])
+        drop_caches()
+        self.add("local", "small_reads_per_s_p8",
+                 self.small_reads(self.work / "local-small", self.small_names))
+        self.add("local", "small_reads_warm_per_s_p8",
+                 self.small_reads(self.work / "local-small", self.small_names))
+        shutil.rmtree(d)
+
+    def phase_proxy(self, run_no):
+        if not self.available(TCPPROXY, "tcpproxy (1 ms RTT proxy)"):
+            return
+        log(f"run {run_no}: through the 1 ms RTT proxy")
+        proxy, pport = self.start_proxy()
+        try:
+            if os.access(NFS_CEILING, os.X_OK):
+                r = self.run([str(NFS_CEILING), "127.0.0.1", str(pport),
+                              "--size-mib", str(self.size_mib), "--files", "1",
+                              "--dir-entries", "1"], timeout=1800)
+                try:
+                    js = json.loads(r.stdout)
+                    for k in ("seq_write_mibps_qd16", "seq_read_mibps_qd16"):
+                        self.add("nfs_ceiling_proxy", k, js.get(k))
+                except ValueError:
+                    self.note(f"nfs_ceiling through the proxy printed no JSON: "
+                              f"{r.stderr.strip()[-200:]}")
+            if os.access(EFSFUSE, os.X_OK):
+                mnt = self.work / "mnt-proxy"
+                p, _ = self.mount("efsfuse", mnt, port=pport)
+                try:
+                    f = mnt / "proxy-seq"
+                    self.add("efsfuse_proxy", "seq_write_mibps", self.dd_write(f))
+                finally:
+                    self.unmount(mnt, p)
+                p, _ = self.mount("efsfuse", mnt, port=pport)
+                try:
+                    self.add("efsfuse_proxy", "seq_read_cold_mibps", self.dd_read(f))
+                    os.unlink(f)
+                finally:
+                    self.unmount(mnt, p)
+        finally:
+            self.kill(proxy)
+
+    # ---------- driver ----------
+
+    def main(self):
+        t_start = time.monotonic()
+        self.out.mkdir(parents=True, exist_ok=True)
+        if self.work.exists():
+            for m in ("mnt-efsfuse", "mnt-null", "mnt-proxy"):
+                if mount_fstype(self.work / m):
+                    raise SystemExit(f"{self.work / m} is still mounted; unmount it first")
+            shutil.rmtree(self.work)
+        self.work.mkdir()
+        self.tarball = self.make_tarball()
+        try:
+            self.start_server()
+            # Prepared on the server's disk directly: the listing directory and
+            # the small files, and their local twins.
+            log("preparing directories on the server's disk and locally")
+            self.make_files(self.export / "lsdir", self.dir_entries, 0)
+            self.small_names = self.make_files(self.export / "small", self.small_files, 4096)
+            self.make_files(self.work / "local-lsdir", self.dir_entries, 0)
+            self.make_files(self.work / "local-small", self.small_files, 4096)
+            for run_no in range(1, self.runs + 1):
+                self.phase_nfs(run_no)
+                self.phase_efsfuse(run_no)
+                self.phase_null(run_no)
+                self.phase_local(run_no)
+                self.phase_proxy(run_no)
+        finally:
+            self.cleanup()
+        shutil.rmtree(self.work, ignore_errors=True)
+        self.add("runtime", "total_s", time.monotonic() - t_start)
+        return self.report()
+
+    # ---------- report ----------
+
+    def fig(self, group, metric):
+        v = self.samples.get(group, {}).get(metric)
+        return statistics.median(v) if v else None
+
+    def ceiling(self, metric_nfs, metric_null, lower_is_better=False):
+        """The lower of the NFS and FUSE ceilings: the smaller rate or the longer time."""
+        vals = [v for v in (self.fig("nfs_ceiling", metric_nfs) if metric_nfs else None,
+                            self.fig("null_fs", metric_null) if metric_null else None)
+                if v is not None]
+        if not vals:
+            return None
+        return max(vals) if lower_is_better else min(vals)
+
+    def targets(self):
+        F, C = self.fig, self.ceiling
+        # (name, measured, reference, unit, op, target). reference None => absolute target.
+        return [
+            ("NFS ceiling seq write qd16 ÷ naive libnfs write",
+             F("nfs_ceiling", "seq_write_mibps_qd16"), F("naive", "naive_write_mibps"),
+             "MiB/s", ">=", 5),
+            (f"seq write {self.size_mib} MiB + fsync ÷ ceiling write qd16",
+             F("efsfuse", "seq_write_mibps"), C("seq_write_mibps_qd16", "seq_write_mibps"),
+             "MiB/s", ">=", 0.85),
+            ("seq read cold ÷ ceiling read qd16",
+             F("efsfuse", "seq_read_cold_mibps"), C("seq_read_mibps_qd16", "seq_read_cold_mibps"),
+             "MiB/s", ">=", 0.85),
+            ("re-read ÷ local page-cache read",
+             F("efsfuse", "seq_reread_mibps"), F("local", "seq_reread_mibps"),
+             "MiB/s", ">=", 0.8),
+            ("4 KiB randread 4 jobs ÷ ceiling 4 KiB qd4",
+             F("efsfuse", "randread_4k_iops_j4"), C("rand_read_4k_iops_qd4", "randread_4k_iops_j4"),
+             "IOPS", ">=", 0.9),
+            (f"create {self.files} files, 1 thread ÷ ceiling create qd1",
+             F("efsfuse", "create_per_s_t1"), C("create_per_s_qd1", "create_per_s_t1"),
+             "files/s", ">=", 0.9),
+            ("create 8 threads ÷ 1 thread",
+             F("efsfuse", "create_per_s_t8"), F("efsfuse", "create_per_s_t1"),
+             "files/s", ">=", 3),
+            (f"ls -l {self.dir_entries} entries (first) ÷ ceiling readdir+attrs (time)",
+             F("efsfuse", "ls_l_first_s"), C("readdir_s", "ls_l_first_s", True),
+             "s", "<=", 1.2),
+            (f"tar -x {self.tar_entries} entries ÷ local (time)",
+             F("efsfuse", "tar_extract_s"), F("local", "tar_extract_s"), "s", "<=", 5),
+            ("1 ms RTT proxy: seq write ÷ ceiling write qd16 via proxy",
+             F("efsfuse_proxy", "seq_write_mibps"), F("nfs_ceiling_proxy", "seq_write_mibps_qd16"),
+             "MiB/s", ">=", 0.85),
+            ("1 ms RTT proxy: seq read cold ÷ ceiling read qd16 via proxy",
+             F("efsfuse_proxy", "seq_read_cold_mibps"),
+             F("nfs_ceiling_proxy", "seq_read_mibps_qd16"), "MiB/s", ">=", 0.85),
+            (f"small files, 8 procs open+read 4K+close ÷ ceiling qd8 ({self.small_files} files)",
+             F("efsfuse", "small_reads_per_s_p8"),
+             C("open_read_close_per_s_qd8", "small_reads_per_s_p8"), "files/s", ">=", 0.8),
+            ("start to live mount", F("efsfuse", "mount_ms"), None, "ms", "<=", 200),
+            ("RSS idle after mount", F("efsfuse", "rss_idle_mib"), None, "MiB", "<=", 16),
+            ("RSS peak (VmHWM)", F("efsfuse", "rss_peak_mib"), None, "MiB", "<=", 96),
+        ]
+
+    def report(self):
+        rows = []
+        for name, meas, ref, unit, op, target in self.targets():
+            if meas is None or (ref is None and name not in
+                                ("start to live mount", "RSS idle after mount", "RSS peak (VmHWM)")):
+                ratio = None
+            elif ref is None:
+                ratio = meas
+            else:
+                ratio = meas / ref if ref else None
+            met = None if ratio is None else (ratio >= target if op == ">=" else ratio <= target)
+            # score: >= 1 means met, whichever the direction.
+            score = None if ratio is None else (
+                ratio / target if op == ">=" else (target / ratio if ratio else float("inf")))
+            rows.append(dict(metric=name, efsfuse=meas, ceiling=ref, unit=unit, ratio=ratio,
+                             op=op, target=target, met=met, score=score))
+        met_n = sum(1 for r in rows if r["met"])
+        summary = {}
+        for g, metrics in self.samples.items():
+            summary[g] = {m: {"median": statistics.median(v), "min": min(v), "max": max(v),
+                              "runs": v} for m, v in metrics.items()}
+        result = {
+            "quick": self.quick, "runs": self.runs,
+            "params": {"size_mib": self.size_mib, "files": self.files,
+                       "dir_entries": self.dir_entries, "small_files": self.small_files,
+                       "fio_runtime_s": self.fio_runtime, "tarball": str(self.tarball),
+                       "tar_entries": self.tar_entries, "tar_mib": round(self.tar_mib, 1)},
+            "host": {"cpus": os.cpu_count(), "kernel": os.uname().release},
+            "figures": summary, "targets": rows, "notes": self.notes,
+            "targets_met": met_n, "targets_total": len(rows),
+        }
+        (self.out / "results.json").write_text(json.dumps(result, indent=2) + "\n")
+        md = self.markdown(rows, summary)
+        (self.out / "results.md").write_text(md)
+        self.chart(rows)
+        print(md)
+        print(f"bench: {met_n} of {len(rows)} targets met")
+        return 0
+
+    @staticmethod
+    def fmt(v):
+        if v is None:
+            return "n/a"
+        if abs(v) >= 100:
+            return f"{v:,.0f}"
+        if abs(v) >= 1:
+            return f"{v:.2f}"
+        return f"{v:.4f}"
+
+    def markdown(self, rows, summary):
+        mode = "quick" if self.quick else "full"
+        out = [f"# efsfuse benchmark ({mode}, median of {self.runs} run(s))", "",
+               f"{self.size_mib} MiB sequential, {self.files} files create/stat/unlink, "
+               f"{self.dir_entries}-entry ls -l, {self.small_files} small files, "
+               f"tar of {self.tar_entries} entries ({self.tar_mib:.0f} MiB); "
+               f"{os.cpu_count()} CPUs. Ceiling = the lower of nfs_ceiling and null_fs.", "",
+               "| metric | efsfuse | ceiling | ratio | target | met? |",
+               "|---|---:|---:|---:|---:|:---:|"]
+        for r in rows:
+            u = r["unit"]
+            ceil = "—" if r["ceiling"] is None and r["op"] and r["metric"].startswith(
+                ("start", "RSS")) else f"{self.fmt(r['ceiling'])} {u}"
+            met = "n/a" if r["met"] is None else ("yes" if r["met"] else "**no**")
+            out.append(f"| {r['metric']} | {self.fmt(r['efsfuse'])} {u} | {ceil} | "
+                       f"{self.fmt(r['ratio'])} | {r['op'].replace('>=', '≥').replace('<=', '≤')} "
+                       f"{r['target']} | {met} |")
+        out += ["", "## All figures (median; min–max over runs)", "",
+                "| group | metric | median | min | max |", "|---|---|---:|---:|---:|"]
+        for g in sorted(summary):
+            for m in sorted(summary[g]):
+                s = summary[g][m]
+                out.append(f"| {g} | {m} | {self.fmt(s['median'])} | {self.fmt(s['min'])} | "
+                           f"{self.fmt(s['max'])} |")
+        if self.notes:
+            out += ["", "## Notes", ""] + [f"- {n}" for n in self.notes]
+        return "\n".join(out) + "\n"
+
+    def chart(self, rows):
+        png = self.out / "ratios.png"
+        gp = shutil.which("gnuplot")
+        if not gp:
+            self.note("ratios.png: not available (gnuplot not installed; apt-get install gnuplot-nox)")
+            return
+        dat = self.out / "ratios.dat"
+        with open(dat, "w") as f:
+            for i, r in enumerate(rows):
+                label = r["metric"].split(" ÷ ")[0].replace('"', "'")[:38]
+                s = r["score"] if r["score"] is not None else 0
+                s = min(s, 5.0)
+                color = 0x2e7d32 if r["met"] else (0xc62828 if r["met"] is False else 0x9e9e9e)
+                f.write(f'{i} {s:.4f} {color} "{label}"\n')
+        script = f"""
+set terminal pngcairo size 1200,700 font ",9"
+set output "{png}"
+set title "efsfuse: ratio ÷ target (≥ 1 = met; time/memory targets inverted; capped at 5; grey = n/a)"
+set style fill solid 0.85
+set boxwidth 0.7
+set yrange [0:*]
+set xtics rotate by 40 right
+set grid ytics
+set key off
+set arrow from -0.5,1 to {len(rows) - 0.5},1 nohead lc rgb "black" dt 2 lw 2
+plot "{dat}" using 1:2:3:xtic(4) with boxes lc rgb variable
+"""
+        r = subprocess.run([gp], input=script, text=True, capture_output=True, timeout=60)
+        dat.unlink()
+        if r.returncode:
+            self.note(f"ratios.png: gnuplot failed: {r.stderr.strip()[-200:]}")
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true",
+                    help="small sizes, one run (under 3 minutes)")
+    ap.add_argument("--out", default=str(BUILD / ("bench-quick" if "--quick" in sys.argv
+                                                   else "bench")),
+                    help="output directory (default build/bench[-quick])")
+    ap.add_argument("--runs", type=int, default=0, help="runs per figure (default 3, quick 1)")
+    args = ap.parse_args()
+    if os.geteuid() != 0:
+        print("run_bench: needs root (FUSE mounts, drop_caches)", file=sys.stderr)
+        return 2
+    b = Bench(args)
+
+    def on_signal(signum, frame):
+        raise KeyboardInterrupt
+
+    signal.signal(signal.SIGTERM, on_signal)
+    try:
+        return b.main()
+    except KeyboardInterrupt:
+        print("run_bench: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
