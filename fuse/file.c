@@ -649,8 +649,16 @@ void fs_files_drain(struct fs *fs, int timeout_ms)
     fs->write_limit = UINT64_MAX;
     release_blocked_writes(fs);
     double deadline = fs_now() + timeout_ms / 1000.0;
-    while ((fs->write_bytes_in_flight > 0 || fs->background > 0) && fs_now() < deadline)
+    while ((fs->write_bytes_in_flight > 0 || fs->background > 0) && fs_now() < deadline) {
         nc_client_run_once(fs->nc, 100);
+        if (nc_client_pending(fs->nc) == 0 && (fs->write_bytes_in_flight || fs->background)) {
+            /* Nothing on the wire can finish what is left: do not wait for it. */
+            elog_error(FS_COMPONENT, "at exit, %llu bytes of writes and %u closes are not "
+                       "accounted for by any request; not waiting for them",
+                       (unsigned long long)fs->write_bytes_in_flight, fs->background);
+            break;
+        }
+    }
     /* Files still open (we stop before the kernel releases them): commit,
      * so what write() accepted is on stable storage. */
     for (struct fs_file *file = fs->files; file; file = file->next)

@@ -61,8 +61,15 @@ int nc_client_new(struct nc_client **out, const struct nc_client_config *config)
     /* Distinguishes this incarnation from a previous one with the same name. */
     uint64_t boot = nc_now_ms() ^ ((uint64_t)getpid() << 32);
     memcpy(c->boot_verifier, &boot, sizeof(c->boot_verifier));
-    struct nc_rpc_config rc = {.request_timeout_ms = c->config.request_timeout_ms,
-                               .max_inflight = c->config.max_inflight};
+    if (!c->config.retrans)
+        c->config.retrans = 3;
+    struct nc_rpc_config rc = {
+        .request_timeout_ms = c->config.request_timeout_ms,
+        .max_inflight = c->config.max_inflight,
+        .soft_deadline_ms = c->config.soft
+                                ? (uint64_t)c->config.request_timeout_ms * c->config.retrans
+                                : 0,
+    };
     err = nc_rpc_new(&c->rpc, c, &rc);
     if (err)
         goto out;

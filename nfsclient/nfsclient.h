@@ -168,6 +168,8 @@ struct nc_client_config {
     uint32_t connect_timeout_ms; /* 0 = 10 s: how long nc_client_connect() may take */
     uint32_t request_timeout_ms; /* 0 = 60 s: retransmit/declare the connection dead */
     uint32_t max_inflight;       /* requests on the wire at once; more wait in order. 0 = 64 */
+    bool soft;        /* fail a request unanswered for request_timeout_ms x retrans (-ETIMEDOUT) */
+    uint32_t retrans; /* 0 = 3 */
     const char *client_name;     /* identity for SETCLIENTID; NULL = hostname + pid */
 };
 

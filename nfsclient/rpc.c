@@ -55,6 +55,7 @@ struct nc_call {
     size_t len;
     uint64_t sent_at; /* 0 until fully written on the current connection */
     bool on_wire;       /* counted in rpc->in_flight */
+    uint64_t queued_at; /* soft mounts give up on it at queued_at + soft deadline */
     bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
     unsigned delay_ms;  /* backoff for the next such resend */
     uint64_t resend_at; /* while parked on the delayed list */
@@ -65,6 +66,7 @@ struct nc_call {
 struct nc_rpc {
     struct nc_client *client;
     uint32_t timeout_ms;
+    uint64_t soft_deadline_ms;
     uint32_t max_inflight;
     uint32_t in_flight; /* calls (partly) written on this connection and not answered */
     int fd;
@@ -186,6 +188,7 @@ int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rp
         return -ENOMEM;
     rpc->client = client;
     rpc->timeout_ms = cfg->request_timeout_ms;
+    rpc->soft_deadline_ms = cfg->soft_deadline_ms;
     rpc->max_inflight = cfg->max_inflight ? cfg->max_inflight : UINT32_MAX;
     rpc->fd = -1;
     rpc->state = CONN_DOWN;
@@ -441,6 +444,8 @@ static void try_send(struct nc_rpc *rpc)
 
 static int queue_call(struct nc_rpc *rpc, struct nc_call *call)
 {
+    if (!call->queued_at)
+        call->queued_at = nc_now_ms();
     call->xid = rpc->next_xid++;
     put_be32(call->msg + 4, call->xid);
     call_link(rpc, call);
@@ -836,13 +841,62 @@ static void resend_delayed(struct nc_rpc *rpc, uint64_t now)
     }
 }
 
+/* Soft mounts: the earliest moment a call runs out of time (0: none). */
+static uint64_t soft_due(const struct nc_rpc *rpc)
+{
+    if (!rpc->soft_deadline_ms)
+        return 0;
+    uint64_t due = 0;
+    for (const struct nc_call *c = rpc->head; c; c = c->next)
+        if (!due || c->queued_at + rpc->soft_deadline_ms < due)
+            due = c->queued_at + rpc->soft_deadline_ms;
+    for (const struct nc_call *c = rpc->delayed; c; c = c->next)
+        if (!due || c->queued_at + rpc->soft_deadline_ms < due)
+            due = c->queued_at + rpc->soft_deadline_ms;
+    return due;
+}
+
+/* Fails the calls of a soft mount that have waited too long. */
+static void expire_soft(struct nc_rpc *rpc, uint64_t now)
+{
+    struct nc_call *c = rpc->head;
+    while (c) {
+        struct nc_call *next = c->next;
+        bool half_written = c == rpc->send_next && rpc->send_off > 0;
+        if (now >= c->queued_at + rpc->soft_deadline_ms && !half_written) {
+            /* (A call half written is finished first, or the stream breaks.) */
+            call_unlink(rpc, c);
+            c->done(rpc->client, c->ctx, -ETIMEDOUT, NULL);
+            call_free(c);
+        }
+        c = next;
+    }
+    struct nc_call **pp = &rpc->delayed;
+    while (*pp) {
+        struct nc_call *call = *pp;
+        if (now >= call->queued_at + rpc->soft_deadline_ms) {
+            *pp = call->next;
+            call->done(rpc->client, call->ctx, -ETIMEDOUT, NULL);
+            call_free(call);
+        } else {
+            pp = &call->next;
+        }
+    }
+}
+
 int nc_rpc_timeout_ms(struct nc_rpc *rpc)
 {
     uint64_t now = nc_now_ms();
     int delayed = delayed_timeout_ms(rpc, now);
     int t = rpc_io_timeout_ms(rpc, now);
     if (delayed >= 0 && (t < 0 || delayed < t))
-        return delayed;
+        t = delayed;
+    uint64_t soft = soft_due(rpc);
+    if (soft) {
+        int s = soft > now ? (int)(soft - now) : 0;
+        if (t < 0 || s < t)
+            t = s;
+    }
     return t;
 }
 
@@ -863,6 +917,8 @@ static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now)
 void nc_rpc_tick(struct nc_rpc *rpc)
 {
     uint64_t now = nc_now_ms();
+    if (rpc->soft_deadline_ms)
+        expire_soft(rpc, now);
     if (rpc->delayed)
         resend_delayed(rpc, now);
     if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at &&

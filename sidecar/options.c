@@ -55,6 +55,9 @@ enum key {
     K_DEBUG,
     K_RO,
     K_RW,
+    K_SOFT,
+    K_HARD,
+    K_RETRANS,
 };
 
 enum kind {
@@ -215,6 +218,24 @@ static const struct optdef optdefs[] = {
      .kind = KIND_FLAG,
      .env = true,
      .help = "log_level=debug, libfuse's debug output, implies -f"},
+    {.name = "soft",
+     .key = K_SOFT,
+     .kind = KIND_FLAG,
+     .env = true,
+     .help = "fail requests after timeo x retrans without an answer"},
+    {.name = "hard",
+     .key = K_HARD,
+     .kind = KIND_FLAG,
+     .help = "wait for the server as long as it takes (default)"},
+    {.name = "retrans",
+     .key = K_RETRANS,
+     .kind = KIND_INT,
+     .env = true,
+     .arg = "N",
+     .dflt = "3",
+     .min = 1,
+     .max = 1000,
+     .help = "with soft: timeouts before a request fails"},
     {.name = "ro", .key = K_RO, .kind = KIND_FLAG, .env = true, .help = "mount read-only"},
     {.name = "rw", .key = K_RW, .kind = KIND_FLAG, .help = "mount read-write (default)"},
 };
@@ -466,6 +487,12 @@ static void set_flag(struct parse_ctx *ctx, enum key key, bool on)
     case K_RW:
         o->fs.readonly = !on;
         break;
+    case K_SOFT:
+        o->nc.soft = on;
+        break;
+    case K_HARD:
+        o->nc.soft = !on;
+        break;
     default:
         break;
     }
@@ -483,6 +510,9 @@ static void store_int(struct parse_ctx *ctx, enum key key, long long v)
         break;
     case K_MAX_WRITE:
         o->fs.max_write = (uint32_t)v;
+        break;
+    case K_RETRANS:
+        o->nc.retrans = (uint32_t)v;
         break;
     case K_MAX_INFLIGHT:
         o->fs.max_inflight = (uint32_t)v;
