@@ -42,9 +42,12 @@ UNIT_BIN := $(UNIT_SRC:tests/unit/%.c=$(BUILD)/tests/%)
 BENCH_SRC := $(wildcard tests/bench/*.c)
 BENCH_BIN := $(BENCH_SRC:tests/bench/%.c=$(BUILD)/bench/%)
 
+FAULT_BIN := $(BUILD)/fault/tcpproxy
+
 PYTEST := /usr/bin/python3 -m pytest
 
-.PHONY: all deps run stop test unit integration test-asan bench install uninstall clean format valgrind
+.PHONY: all deps run stop test unit integration test-asan fault bench bench-quick install uninstall \
+        clean format valgrind
 
 all: $(BUILD)/efsfuse
 
@@ -63,6 +66,11 @@ $(BUILD)/tests/%: tests/unit/%.c $(LIB_OBJ)
 $(BUILD)/bench/%: tests/bench/%.c $(LIB_OBJ)
 	@mkdir -p $(dir $@)
 	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $(filter %.c %.o,$^) $(LDLIBS)
+
+# Standalone test tool: links nothing of ours.
+$(BUILD)/fault/%: tests/fault/%.c
+	@mkdir -p $(dir $@)
+	$(CC) $(CFLAGS) $(LDFLAGS) -o $@ $<
 
 deps:
 	@scripts/deps.sh
@@ -84,16 +92,32 @@ integration: all
 # The integration suite once more with AddressSanitizer and UBSan.
 test-asan:
 	$(MAKE) SANITIZE=address,undefined integration
+	$(MAKE) SANITIZE=address,undefined fault
+
+# The userspace TCP delay/fault proxy the benchmarks and fault tests use.
+fault: $(FAULT_BIN)
+	TCPPROXY_BIN=$(abspath $(FAULT_BIN)) $(PYTEST) -q tests/fault $(PYTEST_ARGS)
+
+# Benchmarks against the NFS and FUSE ceilings and a local disk (see README).
+BENCH_TOOLS = $(BUILD)/efsfuse $(BENCH_BIN) $(FAULT_BIN)
+bench: deps $(BENCH_TOOLS)
+	BUILD=$(BUILD) TCPPROXY_BIN=$(abspath $(FAULT_BIN)) /usr/bin/python3 tests/bench/run_bench.py \
+	    $(if $(QUICK),--quick --out $(BUILD)/bench-quick,--out $(BUILD)/bench-results) $(BENCH_ARGS)
+
+bench-quick:
+	$(MAKE) bench QUICK=1
 
 # Unit tests and the file-operation and data tests with efsfuse under valgrind.
 valgrind: all $(UNIT_BIN)
 	@set -e; for t in $(UNIT_BIN); do valgrind --quiet --error-exitcode=99 --leak-check=full $$t >/dev/null; echo "valgrind clean: $$t"; done
 	EFSFUSE_BIN=$(abspath tests/valgrind-efsfuse.sh) EFSFUSE_REAL_BIN=$(abspath $(BUILD)/efsfuse) \
-	    $(PYTEST) -q tests/integration/test_files.py tests/integration/test_data.py $(PYTEST_ARGS)
+	    $(PYTEST) -q tests/integration/test_files.py tests/integration/test_errnos.py \
+	    tests/integration/test_data.py $(PYTEST_ARGS)
 
 test: deps
 	$(MAKE) all unit
 	$(MAKE) integration
+	$(MAKE) fault
 	$(MAKE) test-asan
 	$(MAKE) valgrind
 

@@ -12,6 +12,9 @@
 #include <sys/statvfs.h>
 #include <unistd.h>
 
+/* GETATTRs a getattr sends when each answer is overtaken by a write. */
+#define GETATTR_TRIES 3
+
 struct attr_ctx {
     fuse_req_t req;
     struct fs *fs;
@@ -19,6 +22,8 @@ struct attr_ctx {
     struct nc_cred cred;
     struct nc_setattr set;
     struct nc_open *open; /* setattr through an open file (ftruncate) */
+    uint64_t stamp;
+    unsigned tries;
 };
 
 static struct attr_ctx *attr_ctx_new(fuse_req_t req, fuse_ino_t ino)
@@ -27,7 +32,7 @@ static struct attr_ctx *attr_ctx_new(fuse_req_t req, fuse_ino_t ino)
     struct attr_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx)
         return NULL;
-    ctx->req = req;
+    fs_req_hold(&ctx->req, req);
     ctx->fs = fs;
     ctx->inode = fs_inode_get(fs, ino);
     fs_inode_ref(ctx->inode);
@@ -37,41 +42,66 @@ static struct attr_ctx *attr_ctx_new(fuse_req_t req, fuse_ino_t ino)
 
 static void attr_ctx_free(struct attr_ctx *ctx)
 {
+    fs_req_assert_answered(ctx->req);
     fs_inode_unref(ctx->fs, ctx->inode);
     free(ctx);
 }
 
+static void getattr_send(struct attr_ctx *ctx);
+
 static void attr_done(void *arg, const struct nc_reply *r)
 {
     struct attr_ctx *ctx = arg;
+    struct fs *fs = ctx->fs;
     if (r->err) {
-        fuse_reply_err(ctx->req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
     } else if (!r->has_attr) {
-        fuse_reply_err(ctx->req, EIO);
+        fs_reply_err(&ctx->req, -EIO);
+    } else if (fs_inode_set_attr(fs, ctx->inode, &r->attr, ctx->stamp)) {
+        fs_reply_attr(&ctx->req, ctx->inode, &r->attr, fs->config.attr_timeout);
+    } else if (!ctx->set.valid && ctx->tries < GETATTR_TRIES) {
+        /* A write was answered while this was on the wire: ask again. */
+        getattr_send(ctx);
+        return;
     } else {
-        fs_inode_set_attr(ctx->inode, &r->attr);
-        struct stat st;
-        fs_attr_to_stat(ctx->inode, &r->attr, &st);
-        fuse_reply_attr(ctx->req, &st, ctx->fs->config.attr_timeout);
+        /* Outdated: the size still includes our writes; not to be cached. */
+        fs_reply_attr(&ctx->req, ctx->inode, &r->attr, 0);
     }
     attr_ctx_free(ctx);
 }
 
-void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
+static void getattr_send(struct attr_ctx *ctx)
 {
+    ctx->tries++;
+    ctx->stamp = fs_attr_stamp(ctx->fs);
+    nc_getattr(ctx->fs->nc, &ctx->cred, &ctx->inode->fh, attr_done, ctx);
+}
+
+void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi FS_UNUSED)
+{
+    struct fs *fs = fs_from_req(req);
+    struct fs_inode *inode = fs_inode_get(fs, ino);
+    double remaining;
+    if (fs_inode_attr_fresh(inode, &remaining)) {
+        struct stat st;
+        fs_attr_to_stat(inode, &inode->attr, &st);
+        fuse_reply_attr(req, &st, remaining);
+        return;
+    }
     struct attr_ctx *ctx = attr_ctx_new(req, ino);
     if (!ctx) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    nc_getattr(ctx->fs->nc, &ctx->cred, &ctx->inode->fh, attr_done, ctx);
+    getattr_send(ctx);
 }
 
 static void setattr_send(struct fs *fs, void *arg)
 {
     struct attr_ctx *ctx = arg;
     if (ctx->set.valid & NC_SET_SIZE)
-        ctx->inode->write_end = 0; /* every earlier write has landed */
+        ctx->inode->write_end = 0; /* every earlier write has been answered */
+    ctx->stamp = fs_attr_stamp(fs);
     nc_setattr(fs->nc, &ctx->cred, &ctx->inode->fh, ctx->open, &ctx->set, attr_done, ctx);
 }
 
@@ -119,9 +149,11 @@ void fs_op_setattr(fuse_req_t req, fuse_ino_t ino, struct stat *attr, int to_set
     }
     if (!set->valid) {
         /* Only ctime (or nothing we can set): answer with fresh attributes. */
-        nc_getattr(fs->nc, &ctx->cred, &ctx->inode->fh, attr_done, ctx);
+        getattr_send(ctx);
         return;
     }
+    /* ftruncate goes under the writer's open state (servers check share
+     * reservations); truncate(2) has none and uses the anonymous stateid. */
     if (fi && (set->valid & NC_SET_SIZE))
         ctx->open = ((struct fs_file *)(uintptr_t)fi->fh)->open;
     /* A truncate must not overtake write-behind to the same file. */
@@ -142,9 +174,10 @@ static void access_done(void *arg, const struct nc_reply *r)
 {
     struct access_ctx *ctx = arg;
     if (r->err)
-        fuse_reply_err(ctx->req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
     else
-        fuse_reply_err(ctx->req, (r->access & ctx->want) == ctx->want ? 0 : EACCES);
+        fs_reply_err(&ctx->req, (r->access & ctx->want) == ctx->want ? 0 : -EACCES);
+    fs_req_assert_answered(ctx->req);
     free(ctx);
 }
 
@@ -174,80 +207,118 @@ void fs_op_access(fuse_req_t req, fuse_ino_t ino, int mask)
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ctx->req = req;
+    fs_req_hold(&ctx->req, req);
     ctx->want = want;
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
     nc_access(fs->nc, &cred, &inode->fh, want, access_done, ctx);
 }
 
-/* --- statfs, readlink --- */
+/* --- statfs, readlink: nothing to keep but the request --- */
+
+struct req_ctx {
+    fuse_req_t req;
+};
+
+static struct req_ctx *req_ctx_new(fuse_req_t req)
+{
+    struct req_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        fuse_reply_err(req, ENOMEM);
+        return NULL;
+    }
+    fs_req_hold(&ctx->req, req);
+    return ctx;
+}
+
+static void req_ctx_free(struct req_ctx *ctx)
+{
+    fs_req_assert_answered(ctx->req);
+    free(ctx);
+}
 
 static void statfs_done(void *arg, const struct nc_reply *r)
 {
-    fuse_req_t req = arg;
+    struct req_ctx *ctx = arg;
     if (r->err) {
-        fuse_reply_err(req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
+        req_ctx_free(ctx);
         return;
     }
     struct statvfs sv = {0};
-    const unsigned long bsize = 4096;
-    sv.f_bsize = 1 << 20; /* the preferred I/O size */
-    sv.f_frsize = bsize;
-    sv.f_blocks = r->statfs.bytes_total / bsize;
-    sv.f_bfree = r->statfs.bytes_free / bsize;
-    sv.f_bavail = r->statfs.bytes_avail / bsize;
+    const unsigned long block = 4096;
+    sv.f_bsize = block;
+    sv.f_frsize = block;
+    sv.f_blocks = r->statfs.bytes_total / block;
+    sv.f_bfree = r->statfs.bytes_free / block;
+    sv.f_bavail = r->statfs.bytes_avail / block;
     sv.f_files = r->statfs.files_total;
     sv.f_ffree = r->statfs.files_free;
     sv.f_favail = r->statfs.files_avail;
-    sv.f_namemax = r->statfs.name_max > 255 ? 255 : r->statfs.name_max;
-    fuse_reply_statfs(req, &sv);
+    sv.f_namemax = r->statfs.name_max && r->statfs.name_max < 255 ? r->statfs.name_max : 255;
+    fs_reply_statfs(&ctx->req, &sv);
+    req_ctx_free(ctx);
 }
 
 void fs_op_statfs(fuse_req_t req, fuse_ino_t ino)
 {
     struct fs *fs = fs_from_req(req);
+    struct req_ctx *ctx = req_ctx_new(req);
+    if (!ctx)
+        return;
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
-    nc_statfs(fs->nc, &cred, &fs_inode_get(fs, ino)->fh, statfs_done, req);
+    nc_statfs(fs->nc, &cred, &fs_inode_get(fs, ino)->fh, statfs_done, ctx);
 }
 
 static void readlink_done(void *arg, const struct nc_reply *r)
 {
-    fuse_req_t req = arg;
+    struct req_ctx *ctx = arg;
     if (r->err)
-        fuse_reply_err(req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
     else
-        fuse_reply_readlink(req, r->target);
+        fs_reply_readlink(&ctx->req, r->target);
+    req_ctx_free(ctx);
 }
 
 void fs_op_readlink(fuse_req_t req, fuse_ino_t ino)
 {
     struct fs *fs = fs_from_req(req);
+    struct req_ctx *ctx = req_ctx_new(req);
+    if (!ctx)
+        return;
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
-    nc_readlink(fs->nc, &cred, &fs_inode_get(fs, ino)->fh, readlink_done, req);
+    nc_readlink(fs->nc, &cred, &fs_inode_get(fs, ino)->fh, readlink_done, ctx);
 }
 
-/* --- extended attributes: EFS has none, and NFSv4.0 has no xattr operations --- */
+/*
+ * --- extended attributes ---
+ * EFS has none and NFSv4.0 has no operations for them. The answer is
+ * ENOSYS, which the kernel remembers and turns into EOPNOTSUPP (== ENOTSUP)
+ * for the caller, now and for every later call, without asking us again;
+ * that also spares the security.capability lookup the kernel makes before
+ * every write.
+ */
 
-void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
-                    size_t size, int flags)
+void fs_op_setxattr(fuse_req_t req, fuse_ino_t ino FS_UNUSED, const char *name FS_UNUSED,
+                    const char *value FS_UNUSED, size_t size FS_UNUSED, int flags FS_UNUSED)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
-void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
+void fs_op_getxattr(fuse_req_t req, fuse_ino_t ino FS_UNUSED, const char *name FS_UNUSED,
+                    size_t size FS_UNUSED)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
-void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
+void fs_op_listxattr(fuse_req_t req, fuse_ino_t ino FS_UNUSED, size_t size FS_UNUSED)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
-void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
+void fs_op_removexattr(fuse_req_t req, fuse_ino_t ino FS_UNUSED, const char *name FS_UNUSED)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }

@@ -1,9 +1,11 @@
 /*
- * Name operations: lookup and forget, making and removing names.
+ * Name operations: lookup and forget, making and removing names, rename
+ * and link.
  *
  * Each request gets a small context that carries the FUSE request to the
- * NFS callback, which answers it; the context is freed there, so a request
- * is answered exactly once.
+ * NFS callback, which answers it and frees the context. Every change keeps
+ * the name index (inode.c) true to what the server now has, and marks the
+ * attributes it changed stale unless the reply brought fresh ones.
  */
 #include "fs_internal.h"
 
@@ -18,10 +20,11 @@ struct entry_ctx {
     struct fs *fs;
     struct fs_inode *dir;
     char *name;
-    /* rename: the new place, to update the moved inode's name */
-    struct fs_inode *newdir;
+    /* link: the inode linked; rename: the destination directory */
+    struct fs_inode *other;
     char *newname;
     struct nc_cred cred;
+    uint64_t stamp; /* fs_attr_stamp() as the request leaves */
 };
 
 static struct entry_ctx *entry_ctx_new(fuse_req_t req, fuse_ino_t dir_ino, const char *name)
@@ -30,24 +33,26 @@ static struct entry_ctx *entry_ctx_new(fuse_req_t req, fuse_ino_t dir_ino, const
     struct entry_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx)
         return NULL;
-    ctx->req = req;
-    ctx->fs = fs;
-    ctx->dir = fs_inode_get(fs, dir_ino);
-    ctx->name = name ? strdup(name) : NULL;
-    if (name && !ctx->name) {
+    ctx->name = strdup(name);
+    if (!ctx->name) {
         free(ctx);
         return NULL;
     }
+    fs_req_hold(&ctx->req, req);
+    ctx->fs = fs;
+    ctx->dir = fs_inode_get(fs, dir_ino);
     fs_inode_ref(ctx->dir);
     fs_req_cred(fs, req, &ctx->cred);
+    ctx->stamp = fs_attr_stamp(fs);
     return ctx;
 }
 
 static void entry_ctx_free(struct entry_ctx *ctx)
 {
+    fs_req_assert_answered(ctx->req);
     fs_inode_unref(ctx->fs, ctx->dir);
-    if (ctx->newdir)
-        fs_inode_unref(ctx->fs, ctx->newdir);
+    if (ctx->other)
+        fs_inode_unref(ctx->fs, ctx->other);
     free(ctx->name);
     free(ctx->newname);
     free(ctx);
@@ -71,46 +76,48 @@ static bool refuse_if_readonly(fuse_req_t req)
     return false;
 }
 
+static void note_dir_attr(struct entry_ctx *ctx, const struct nc_reply *r)
+{
+    if (r->has_dir_attr)
+        fs_inode_set_attr(ctx->fs, ctx->dir, &r->dir_attr, ctx->stamp);
+    else
+        fs_inode_attr_stale(ctx->fs, ctx->dir);
+}
+
 /* Answers with the entry of reply's object (fh + attr), remembering its name. */
 static void reply_entry(struct entry_ctx *ctx, const struct nc_reply *r)
 {
     struct fs *fs = ctx->fs;
-    if (r->has_dir_attr)
-        fs_inode_set_attr(ctx->dir, &r->dir_attr);
-    struct fs_inode *inode = fs_inode_find_or_add(fs, &r->fh, r->has_attr ? &r->attr : NULL);
+    struct fs_inode *inode = fs_inode_find_or_add(fs, &r->fh);
     if (!inode) {
-        fuse_reply_err(ctx->req, ENOMEM);
+        fs_reply_err(&ctx->req, -ENOMEM);
         return;
     }
+    if (r->has_attr)
+        fs_inode_set_attr(fs, inode, &r->attr, ctx->stamp);
     if (!inode->has_attr) {
         /* A server that gave no attributes: nothing honest to answer. */
-        fuse_reply_err(ctx->req, EIO);
-        fs_inode_drop_if_unused(fs, inode);
+        fs_inode_put_if_unused(fs, inode);
+        fs_reply_err(&ctx->req, -EIO);
         return;
     }
-    fs_inode_set_name(fs, inode, ctx->dir, ctx->name);
-    struct fuse_entry_param e;
-    fs_entry_param(fs, inode, &e);
-    if (fuse_reply_entry(ctx->req, &e) != 0) {
-        /* The kernel did not take it (the caller was interrupted). */
-        inode->nlookup--;
-        fs_inode_drop_if_unused(fs, inode);
-    }
+    fs_inode_add_name(fs, inode, ctx->dir, ctx->name);
+    fs_reply_entry(&ctx->req, inode);
 }
 
-static void entry_done(void *arg, const struct nc_reply *r)
+/* --- lookup, forget --- */
+
+static void lookup_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
-    if (r->err == -ENOENT && ctx->fs->config.negative_timeout > 0 && !ctx->newname) {
-        /* Cache the absence for negative_timeout. */
-        struct fuse_entry_param e = {0};
-        e.entry_timeout = ctx->fs->config.negative_timeout;
-        fuse_reply_entry(ctx->req, &e);
-    } else if (r->err) {
-        fuse_reply_err(ctx->req, -r->err);
-    } else {
+    if (r->err == -ENOENT)
+        fs_name_remove(ctx->fs, ctx->dir, ctx->name);
+    if (r->err == -ENOENT && ctx->fs->config.negative_timeout > 0)
+        fs_reply_negative_entry(&ctx->req); /* the kernel caches the absence */
+    else if (r->err)
+        fs_reply_err(&ctx->req, r->err);
+    else
         reply_entry(ctx, r);
-    }
     entry_ctx_free(ctx);
 }
 
@@ -123,7 +130,7 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    nc_lookup(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, entry_done, ctx);
+    nc_lookup(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, lookup_done, ctx);
 }
 
 void fs_op_forget(fuse_req_t req, fuse_ino_t ino, uint64_t nlookup)
@@ -141,42 +148,45 @@ void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f
     fuse_reply_none(req);
 }
 
+/* --- mkdir, symlink, mknod --- */
+
 /* Creation replies: an error (no negative entry) or the new entry. */
 static void create_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
+    note_dir_attr(ctx, r);
     if (r->err)
-        fuse_reply_err(ctx->req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
     else
         reply_entry(ctx, r);
     entry_ctx_free(ctx);
 }
 
-void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+static struct entry_ctx *create_ctx(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     if (refuse_if_readonly(req) || !name_ok(req, name))
-        return;
+        return NULL;
     struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
-    if (!ctx) {
+    if (!ctx)
         fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    nc_mkdir(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, mode & 07777, create_done, ctx);
+    return ctx;
+}
+
+void fs_op_mkdir(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode)
+{
+    struct entry_ctx *ctx = create_ctx(req, parent, name);
+    if (ctx)
+        nc_mkdir(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, mode & 07777, create_done, ctx);
 }
 
 void fs_op_symlink(fuse_req_t req, const char *link, fuse_ino_t parent, const char *name)
 {
-    if (refuse_if_readonly(req) || !name_ok(req, name))
-        return;
-    struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
-    if (!ctx) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
-    nc_symlink(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, link, create_done, ctx);
+    struct entry_ctx *ctx = create_ctx(req, parent, name);
+    if (ctx)
+        nc_symlink(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, link, create_done, ctx);
 }
 
-/* mknod of a regular file: an exclusive create, closed at once. */
+/* mknod of a regular file: NFSv4 makes those only by OPEN; close at once. */
 static void mknod_reg_opened(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
@@ -187,30 +197,34 @@ static void mknod_reg_opened(void *arg, const struct nc_reply *r)
 
 void fs_op_mknod(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode, dev_t rdev)
 {
-    if (refuse_if_readonly(req) || !name_ok(req, name))
+    struct entry_ctx *ctx = create_ctx(req, parent, name);
+    if (!ctx)
         return;
-    struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
-    if (!ctx) {
-        fuse_reply_err(req, ENOMEM);
-        return;
-    }
     struct fs *fs = ctx->fs;
     if (S_ISREG(mode)) {
         nc_open(fs->nc, &ctx->cred, &ctx->dir->fh, name, NULL,
-                NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_EXCL, mode & 07777, mknod_reg_opened,
-                ctx);
+                NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_EXCL, mode & 07777, mknod_reg_opened, ctx);
         return;
     }
-    nc_mknod(fs->nc, &ctx->cred, &ctx->dir->fh, name, mode, major(rdev), minor(rdev),
-             create_done, ctx);
+    nc_mknod(fs->nc, &ctx->cred, &ctx->dir->fh, name, mode, major(rdev), minor(rdev), create_done,
+             ctx);
 }
+
+/* --- unlink, rmdir --- */
 
 static void remove_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
-    if (r->has_dir_attr)
-        fs_inode_set_attr(ctx->dir, &r->dir_attr);
-    fuse_reply_err(ctx->req, -r->err);
+    struct fs *fs = ctx->fs;
+    note_dir_attr(ctx, r);
+    if (!r->err || r->err == -ENOENT) {
+        /* Its link count (and ctime) changed; its other names still work. */
+        struct fs_inode *gone = fs_name_lookup(fs, ctx->dir, ctx->name);
+        if (gone)
+            fs_inode_attr_stale(fs, gone);
+        fs_name_remove(fs, ctx->dir, ctx->name);
+    }
+    fs_reply_err(&ctx->req, r->err);
     entry_ctx_free(ctx);
 }
 
@@ -238,31 +252,28 @@ void fs_op_rmdir(fuse_req_t req, fuse_ino_t parent, const char *name)
     remove_name(req, parent, name);
 }
 
-/* After a rename, find the moved inode so later opens use its new name. */
-static void rename_relookup_done(void *arg, const struct nc_reply *r)
-{
-    struct entry_ctx *ctx = arg;
-    if (!r->err) {
-        struct fs_inode *moved = fs_inode_find(ctx->fs, &r->fh);
-        if (moved) {
-            fs_inode_set_name(ctx->fs, moved, ctx->newdir, ctx->newname);
-            if (r->has_attr)
-                fs_inode_set_attr(moved, &r->attr);
-        }
-    }
-    fuse_reply_err(ctx->req, 0);
-    entry_ctx_free(ctx);
-}
+/* --- rename --- */
 
 static void rename_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
-    if (r->err) {
-        fuse_reply_err(ctx->req, -r->err);
-        entry_ctx_free(ctx);
-        return;
+    struct fs *fs = ctx->fs;
+    if (!r->err) {
+        struct fs_inode *newdir = ctx->other;
+        /* RENAME answers no attributes; the moved inode's ctime, the
+         * replaced one's link count and both directories changed. */
+        struct fs_inode *moved = fs_name_lookup(fs, ctx->dir, ctx->name);
+        struct fs_inode *replaced = fs_name_lookup(fs, newdir, ctx->newname);
+        if (moved)
+            fs_inode_attr_stale(fs, moved);
+        if (replaced)
+            fs_inode_attr_stale(fs, replaced);
+        fs_inode_attr_stale(fs, ctx->dir);
+        fs_inode_attr_stale(fs, newdir);
+        fs_name_rename(fs, ctx->dir, ctx->name, newdir, ctx->newname);
     }
-    nc_lookup(ctx->fs->nc, &ctx->cred, &ctx->newdir->fh, ctx->newname, rename_relookup_done, ctx);
+    fs_reply_err(&ctx->req, r->err);
+    entry_ctx_free(ctx);
 }
 
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
@@ -271,40 +282,48 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
     if (refuse_if_readonly(req) || !name_ok(req, name) || !name_ok(req, newname))
         return;
     if (flags) {
-        /* NFSv4.0 RENAME can neither refuse to replace nor exchange atomically. */
+        /* NFSv4.0 RENAME can neither refuse to replace nor exchange atomically;
+         * EINVAL makes tools such as mv fall back to a plain rename. */
         fuse_reply_err(req, EINVAL);
         return;
     }
     struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
-    if (!ctx || !(ctx->newname = strdup(newname))) {
-        if (ctx)
-            entry_ctx_free(ctx);
+    if (!ctx) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ctx->newdir = fs_inode_get(ctx->fs, newparent);
-    fs_inode_ref(ctx->newdir);
-    nc_rename(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, &ctx->newdir->fh, newname,
-              rename_done, ctx);
+    ctx->newname = strdup(newname);
+    if (!ctx->newname) {
+        fs_reply_err(&ctx->req, -ENOMEM);
+        entry_ctx_free(ctx);
+        return;
+    }
+    ctx->other = fs_inode_get(ctx->fs, newparent);
+    fs_inode_ref(ctx->other);
+    nc_rename(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, &ctx->other->fh, newname, rename_done,
+              ctx);
 }
+
+/* --- link --- */
 
 static void link_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
+    struct fs *fs = ctx->fs;
+    struct fs_inode *inode = ctx->other;
+    note_dir_attr(ctx, r);
     if (r->err) {
-        fuse_reply_err(ctx->req, -r->err);
-    } else {
-        struct fs *fs = ctx->fs;
-        /* ctx->dir is the linked inode here; newdir the directory. */
-        struct fs_inode *inode = ctx->dir;
-        if (r->has_attr)
-            fs_inode_set_attr(inode, &r->attr);
-        if (r->has_dir_attr)
-            fs_inode_set_attr(ctx->newdir, &r->dir_attr);
-        struct fuse_entry_param e;
-        fs_entry_param(fs, inode, &e);
-        fuse_reply_entry(ctx->req, &e);
+        fs_reply_err(&ctx->req, r->err);
+        entry_ctx_free(ctx);
+        return;
     }
+    if (r->has_attr)
+        fs_inode_set_attr(fs, inode, &r->attr, ctx->stamp);
+    else
+        fs_inode_attr_stale(fs, inode);
+    /* The newest name first: the one most likely to still exist. */
+    fs_inode_add_name(fs, inode, ctx->dir, ctx->name);
+    fs_reply_entry(&ctx->req, inode);
     entry_ctx_free(ctx);
 }
 
@@ -312,12 +331,12 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 {
     if (refuse_if_readonly(req) || !name_ok(req, newname))
         return;
-    struct entry_ctx *ctx = entry_ctx_new(req, ino, NULL);
+    struct entry_ctx *ctx = entry_ctx_new(req, newparent, newname);
     if (!ctx) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ctx->newdir = fs_inode_get(ctx->fs, newparent);
-    fs_inode_ref(ctx->newdir);
-    nc_link(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, &ctx->newdir->fh, newname, link_done, ctx);
+    ctx->other = fs_inode_get(ctx->fs, ino);
+    fs_inode_ref(ctx->other);
+    nc_link(ctx->fs->nc, &ctx->cred, &ctx->other->fh, &ctx->dir->fh, newname, link_done, ctx);
 }

@@ -1,11 +1,16 @@
 /*
  * fuse/ internals, shared by the files of this directory only.
  *
- *   loop.c   fs lifetime, mount, the event loop, init, credentials
- *   inode.c  the inode table (by NFS filehandle, with FUSE lookup counts)
- *   entry.c  lookup, forget, create-type directory operations, rename, link
- *   dir.c    opendir, readdirplus, releasedir
- *   file.c   open, create, read, write-behind, flush, fsync, release
+ *   loop.c   fs lifetime, mount, init, the event loop, exit drain
+ *   cred.c   the credentials each request is sent with
+ *   reply.c  the life of a FUSE request that waits for NFS: answered once
+ *   inode.c  the inode table (by NFS filehandle, with FUSE lookup counts),
+ *            the names inodes are known by, the attribute cache
+ *   entry.c  lookup, forget, mkdir/mknod/symlink/link, unlink/rmdir, rename
+ *   dir.c    opendir, readdirplus (and readdir), releasedir, fsyncdir
+ *   file.c   open, create, flush, fsync, release, fallocate
+ *   read.c   read
+ *   write.c  write-behind: ordering, the mount's bound, verifiers, errors
  *   attr.c   getattr, setattr, access, statfs, readlink, xattrs
  *   lock.c   POSIX locks and flock
  */
@@ -24,38 +29,59 @@
 #include <sys/sysmacros.h>
 
 #define FS_COMPONENT "fuse"
+/* For parameters that libfuse's operation signatures impose. */
+#define FS_UNUSED __attribute__((unused))
+/* Hard links: how many of an inode's names we keep to open it by. */
+#define FS_NAMES_PER_INODE 4
 
 struct fs_inode;
 struct fs_file;
+struct fs_write;
+struct fs_lock_wait;
 
-/* Someone waiting for an inode's in-flight writes to drain. */
+/* Someone waiting for an inode's write-behind to drain. */
 struct fs_waiter {
     struct fs_waiter *next;
     void (*fn)(struct fs *fs, void *arg);
     void *arg;
 };
 
+/*
+ * One name an inode is known by: NFSv4.0 opens files by directory + name,
+ * so every inode the kernel may open keeps where it was last seen. Indexed
+ * by (dir, name) so that unlink and rename can find the inode they affect.
+ */
+struct fs_name {
+    struct fs_name *hash_next; /* in fs->name_buckets */
+    struct fs_name *next;      /* the inode's other names, most recent first */
+    struct fs_inode *inode;
+    struct fs_inode *dir; /* holds a reference on it */
+    char name[];
+};
+
 struct fs_inode {
     struct fs_inode *hash_next;
+    struct fs_inode *free_next; /* worklist while freeing */
     uint64_t generation;
     struct nc_fh fh;
     uint64_t nlookup; /* the kernel's references (lookup count) */
-    unsigned refs;    /* ours: open files, children's parent links, requests */
-    /* Where it was last seen: NFSv4.0 opens files by directory + name. */
-    struct fs_inode *parent;
-    char *name;
+    unsigned refs;    /* ours: open files, children's names, requests */
+    struct fs_name *names;
+    unsigned nnames;
     struct nc_attr attr;
     bool has_attr;
-    /* Write-behind: writes sent but not answered, and the highest byte they
-     * reach, which getattr must report while the server lags behind. */
-    unsigned writes_in_flight; /* sent and queued */
+    bool attr_valid;     /* no change since attr was current */
+    uint64_t attr_stamp; /* of the request attr came from, or of our last change */
+    double attr_expires; /* fs_now() until which attr may answer getattr */
+    /* Write-behind (write.c): writes sent or held back for ordering, and the
+     * highest byte written, which sizes report until attributes from a
+     * request sent after the last write show what the server has. */
+    unsigned writes_in_flight;
     uint64_t write_end;
+    struct fs_write *writes_sent; /* in flight, for the overlap check */
+    struct fs_write *writes_held_head;
+    struct fs_write *writes_held_tail;
     struct fs_waiter *waiters;
-    /* Writes on the wire, and writes held back because they overlap one of
-     * those: the server may apply concurrent WRITEs in any order. */
-    struct fs_write *sent;
-    struct fs_write *held_head;
-    struct fs_write *held_tail;
 };
 
 struct fs_file {
@@ -65,21 +91,35 @@ struct fs_file {
     struct nc_open *open;
     struct nc_cred cred; /* the opener's: write-behind and release have no caller */
     bool writable;       /* opened for writing: write locks need it */
-    int error;           /* first asynchronous write error, reported once */
-    bool unstable;       /* written UNSTABLE since the last COMMIT */
+    int error;           /* first asynchronous write error (-errno), reported once */
+    /* Unstable data: bumped by every UNSTABLE write answered, so a COMMIT
+     * knows whether writes came back while it was on the wire. */
+    uint64_t unstable_gen;
+    uint64_t committed_gen;
     bool has_verifier;
     uint64_t verifier;
-    uint64_t lock_owners[8]; /* owners that took locks through this file */
+    uint64_t lock_owners[8]; /* owners that took locks through this file, to unlock */
     unsigned nlock_owners;
 };
 
-struct fs_write; /* file.c */
-
-struct fs_blocked_write {
-    struct fs_blocked_write *next;
+/* A write whose answer to the kernel waits for the mount's bound. */
+struct fs_held_reply {
+    struct fs_held_reply *next;
     fuse_req_t req;
+    struct fs_file *file;
     size_t size;
 };
+
+/* A process's supplementary groups, as recently read from /proc. */
+struct fs_groups {
+    pid_t pid;
+    uid_t uid;
+    gid_t gid;
+    double expires;
+    uint32_t ngroups;
+    uint32_t groups[NC_MAX_GROUPS];
+};
+#define FS_GROUPS_CACHED 64
 
 struct fs {
     struct fs_config config;
@@ -87,59 +127,137 @@ struct fs {
     struct fuse_session *se;
     char *mountpoint;
     bool mounted;
+    bool draining; /* exiting: FUSE is no longer read, work is finished */
     struct fs_inode *root;
     struct fs_inode **buckets;
     size_t nbuckets;
     size_t ninodes;
+    struct fs_name **name_buckets;
+    size_t nname_buckets;
+    size_t nnames;
     uint64_t next_generation;
-    /* write-behind accounting for the whole mount */
-    uint64_t write_bytes_in_flight;
-    uint64_t write_limit;
-    struct fs_blocked_write *blocked_head;
-    struct fs_blocked_write *blocked_tail;
+    uint64_t attr_clock; /* fs_attr_stamp() */
+    /* Write-behind for the whole mount: bytes and WRITEs in flight, and the
+     * bounds past which the kernel's write() waits. */
+    uint64_t write_bytes;
+    unsigned write_count;
+    uint64_t write_bytes_limit;
+    unsigned write_count_limit;
+    struct fs_held_reply *held_head;
+    struct fs_held_reply *held_tail;
     struct fs_file *files;
-    unsigned background; /* NFS work not tied to a FUSE request (closes) */
+    struct fs_lock_wait *lock_waits;
+    /* Work that answers no FUSE request (release's write-back and CLOSE). */
+    unsigned background;
+    /* FUSE requests taken by fs_req_hold and not yet answered. */
+    unsigned requests_waiting;
+    struct fs_groups groups_cache[FS_GROUPS_CACHED];
 };
 
 /* --- loop.c --- */
-/* The credentials of the process behind req (or the configured overrides). */
-void fs_req_cred(struct fs *fs, fuse_req_t req, struct nc_cred *cred);
 struct fs *fs_from_req(fuse_req_t req);
 double fs_now(void);
+
+/* --- cred.c --- */
+/* The credentials of the process behind req (or the configured overrides). */
+void fs_req_cred(struct fs *fs, fuse_req_t req, struct nc_cred *cred);
+
+/*
+ * --- reply.c ---
+ * A request that waits for NFS lives in a context, in a fuse_req_t field
+ * that fs_req_hold() fills and that every fs_reply_*() empties: answering
+ * twice, or freeing a context unanswered (fs_req_assert_answered), trips an
+ * assertion, and fs->requests_waiting tells at exit whether any was lost.
+ * Errors are negative errno values.
+ */
+void fs_req_hold(fuse_req_t *slot, fuse_req_t req);
+void fs_req_assert_answered(fuse_req_t slot);
+void fs_reply_err(fuse_req_t *slot, int err);
+/* Counts the kernel's new reference only if the answer reached it. */
+void fs_reply_entry(fuse_req_t *slot, struct fs_inode *inode);
+void fs_reply_negative_entry(fuse_req_t *slot);
+/* Returns 0, or -errno when the caller is gone (no release will come). */
+int fs_reply_create(fuse_req_t *slot, struct fs_inode *inode, const struct fuse_file_info *fi);
+int fs_reply_open(fuse_req_t *slot, const struct fuse_file_info *fi);
+void fs_reply_attr(fuse_req_t *slot, struct fs_inode *inode, const struct nc_attr *attr,
+                   double timeout);
+int fs_reply_buf(fuse_req_t *slot, const void *data, size_t size);
+void fs_reply_write(fuse_req_t *slot, size_t count);
+void fs_reply_readlink(fuse_req_t *slot, const char *target);
+void fs_reply_statfs(fuse_req_t *slot, const struct statvfs *sv);
+void fs_reply_lock(fuse_req_t *slot, const struct flock *lock);
 
 /* --- inode.c --- */
 int fs_inodes_init(struct fs *fs, const struct nc_fh *root_fh, const struct nc_attr *root_attr);
 void fs_inodes_free(struct fs *fs);
 struct fs_inode *fs_inode_get(struct fs *fs, fuse_ino_t ino);
 fuse_ino_t fs_inode_ino(struct fs *fs, struct fs_inode *inode);
-/* Finds or creates the inode for fh; stores attr; does not count a lookup. */
-struct fs_inode *fs_inode_find_or_add(struct fs *fs, const struct nc_fh *fh,
-                                      const struct nc_attr *attr);
+/* Finds or creates the inode for fh; counts no lookup. A new inode nobody
+ * takes must be handed to fs_inode_put_if_unused. */
+struct fs_inode *fs_inode_find_or_add(struct fs *fs, const struct nc_fh *fh);
 struct fs_inode *fs_inode_find(struct fs *fs, const struct nc_fh *fh);
 void fs_inode_forget(struct fs *fs, struct fs_inode *inode, uint64_t nlookup);
 void fs_inode_ref(struct fs_inode *inode);
-/* Frees an inode nobody references (one made for an answer that failed). */
-void fs_inode_drop_if_unused(struct fs *fs, struct fs_inode *inode);
 void fs_inode_unref(struct fs *fs, struct fs_inode *inode);
-/* Remembers dir/name as where inode can be opened from. */
-void fs_inode_set_name(struct fs *fs, struct fs_inode *inode, struct fs_inode *dir,
+/* Frees inode if neither the kernel nor we hold it. */
+void fs_inode_put_if_unused(struct fs *fs, struct fs_inode *inode);
+
+/* Names. The most recently seen name of an inode comes first. */
+void fs_inode_add_name(struct fs *fs, struct fs_inode *inode, struct fs_inode *dir,
                        const char *name);
-void fs_inode_set_attr(struct fs_inode *inode, const struct nc_attr *attr);
+/* The inode dir/name is known to refer to, or NULL. */
+struct fs_inode *fs_name_lookup(struct fs *fs, struct fs_inode *dir, const char *name);
+/* dir/name is gone (unlink, rmdir, or found stale). */
+void fs_name_remove(struct fs *fs, struct fs_inode *dir, const char *name);
+/* dir/name was renamed to newdir/newname (which it replaced, if it existed). */
+void fs_name_rename(struct fs *fs, struct fs_inode *dir, const char *name, struct fs_inode *newdir,
+                    const char *newname);
+/* The directory inode was last seen in (NULL for the root or unnamed). */
+struct fs_inode *fs_inode_parent(const struct fs_inode *inode);
+
+/*
+ * Attribute cache. Every request that brings attributes takes a stamp when
+ * it is sent; a local change (a write answered, a rename) takes one too.
+ * Attributes are taken only from a request sent after the last change we
+ * know of, as the Linux NFS client does with its attribute generations.
+ */
+uint64_t fs_attr_stamp(struct fs *fs);
+/* Stores attributes from a request stamped `stamp`; false if outdated. */
+bool fs_inode_set_attr(struct fs *fs, struct fs_inode *inode, const struct nc_attr *attr,
+                       uint64_t stamp);
+/* Our attributes no longer describe the file (a change we made or saw). */
+void fs_inode_attr_stale(struct fs *fs, struct fs_inode *inode);
+/* Whether attr may answer getattr now (and for how much longer). */
+bool fs_inode_attr_fresh(const struct fs_inode *inode, double *remaining);
 /* struct stat from NFS attributes, with the size in-flight writes reach. */
 void fs_attr_to_stat(const struct fs_inode *inode, const struct nc_attr *attr, struct stat *st);
-/* Calls fn when the inode has no writes in flight (now, if it has none). */
-void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
-                        void *arg);
-void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
-
-/* Fills an entry reply for inode and counts the kernel's new reference. */
+/* Fills an entry for inode (the caller counts the lookup). */
 void fs_entry_param(struct fs *fs, struct fs_inode *inode, struct fuse_entry_param *e);
 
+/* Calls fn once the inode has no writes in flight (now, if it has none). */
+void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
+                        void *arg);
+/* Runs the idle waiters if the writes are done. */
+void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
+
 /* --- file.c --- */
-/* Waits for every write-behind and background close (at exit). */
-void fs_files_drain(struct fs *fs, int timeout_ms);
+/* Commits files still open at exit and waits for the background. */
+void fs_files_drain(struct fs *fs, double deadline);
 /* Forgets files the kernel never released (their opens go with the client). */
 void fs_files_free(struct fs *fs);
+
+/* --- write.c --- */
+/* Answers writes held back by the bound (at exit, whatever it is). */
+void fs_writes_release_held(struct fs *fs, bool all);
+
+/* --- lock.c --- */
+/* Releases every lock taken through file (before its open state goes). */
+void fs_locks_release_all(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *),
+                          void *arg);
+void fs_locks_release_owner(struct fs *fs, struct fs_file *file, uint64_t owner,
+                            void (*done)(struct fs *, void *), void *arg);
+/* Cancels every waiting lock (at exit): their requests get EINTR. */
+void fs_locks_cancel_waits(struct fs *fs);
 
 /* The operations, by file. */
 void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name);
@@ -157,14 +275,15 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
 void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
                        struct fuse_file_info *fi);
+void fs_op_readdir(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
+                   struct fuse_file_info *fi);
 void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino, int datasync, struct fuse_file_info *fi);
 
 void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
 void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mode,
                   struct fuse_file_info *fi);
-void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off,
-                struct fuse_file_info *fi);
+void fs_op_read(fuse_req_t req, fuse_ino_t ino, size_t size, off_t off, struct fuse_file_info *fi);
 void fs_op_write(fuse_req_t req, fuse_ino_t ino, const char *buf, size_t size, off_t off,
                  struct fuse_file_info *fi);
 void fs_op_flush(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi);
@@ -189,12 +308,5 @@ void fs_op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, stru
 void fs_op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
                  int sleep);
 void fs_op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op);
-
-/* --- lock.c, for file.c --- */
-/* Releases every lock taken through file (before its open state goes). */
-void fs_locks_release_all(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *),
-                          void *arg);
-void fs_locks_release_owner(struct fs *fs, struct fs_file *file, uint64_t owner,
-                            void (*done)(struct fs *, void *), void *arg);
 
 #endif

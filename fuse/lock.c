@@ -53,22 +53,24 @@ static void getlk_done(void *arg, const struct nc_reply *r)
     struct getlk_ctx *ctx = arg;
     if (r->err == 0) {
         ctx->fl.l_type = F_UNLCK;
-        fuse_reply_lock(ctx->req, &ctx->fl);
+        fs_reply_lock(&ctx->req, &ctx->fl);
     } else if (r->err == -EAGAIN && r->has_lock_conflict) {
         ctx->fl.l_type = r->lock_conflict.type == NC_LOCK_WRITE ? F_WRLCK : F_RDLCK;
         ctx->fl.l_whence = SEEK_SET;
         ctx->fl.l_start = (off_t)r->lock_conflict.start;
-        ctx->fl.l_len = r->lock_conflict.len > (uint64_t)LLONG_MAX ? 0
-                                                                    : (off_t)r->lock_conflict.len;
+        ctx->fl.l_len =
+            r->lock_conflict.len > (uint64_t)LLONG_MAX ? 0 : (off_t)r->lock_conflict.len;
         ctx->fl.l_pid = 0; /* held by a process on another client, or unknown */
-        fuse_reply_lock(ctx->req, &ctx->fl);
+        fs_reply_lock(&ctx->req, &ctx->fl);
     } else {
-        fuse_reply_err(ctx->req, -r->err);
+        fs_reply_err(&ctx->req, r->err);
     }
+    fs_req_assert_answered(ctx->req);
     free(ctx);
 }
 
-void fs_op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock)
+void fs_op_getlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi,
+                 struct flock *lock)
 {
     struct fs *fs = fs_from_req(req);
     struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
@@ -82,7 +84,7 @@ void fs_op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, stru
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ctx->req = req;
+    fs_req_hold(&ctx->req, req);
     ctx->fl = *lock;
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
@@ -91,36 +93,81 @@ void fs_op_getlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, stru
 
 /* --- setlk / setlkw / flock --- */
 
-struct setlk_ctx {
+/* flock owners: the open file, tagged so they never equal a POSIX owner
+ * (the kernel's scrambled lock_owner) by accident of value. */
+#define FLOCK_OWNER_TAG (1ull << 63)
+
+/* A lock request; waiting ones are listed so that exit can cancel them. */
+struct fs_lock_wait {
     fuse_req_t req;
     struct fs *fs;
-    struct nc_lock_wait *wait;
+    struct nc_lock_wait *wait; /* while nc_lock waits for the lock */
+    struct fs_lock_wait *next;
+    struct fs_lock_wait *prev;
 };
+
+static void wait_unlist(struct fs *fs, struct fs_lock_wait *ctx)
+{
+    if (!ctx->wait)
+        return;
+    if (ctx->prev)
+        ctx->prev->next = ctx->next;
+    else
+        fs->lock_waits = ctx->next;
+    if (ctx->next)
+        ctx->next->prev = ctx->prev;
+    ctx->wait = NULL;
+}
 
 static void setlk_done(void *arg, const struct nc_reply *r)
 {
-    struct setlk_ctx *ctx = arg;
-    fuse_reply_err(ctx->req, -r->err);
+    struct fs_lock_wait *ctx = arg;
+    int err = r->err;
+    /* The kernel restarts a lock call that gets EINTR, which is right for
+     * a signal but leaks ERESTARTSYS (512) when none is pending: a wait
+     * cancelled because we are exiting fails as "no locks available". */
+    if (err == -EINTR && ctx->fs->draining)
+        err = -ENOLCK;
+    wait_unlist(ctx->fs, ctx);
+    fs_reply_err(&ctx->req, err);
+    fs_req_assert_answered(ctx->req);
     free(ctx);
 }
 
-static void setlk_interrupted(fuse_req_t req, void *arg)
+static void setlk_interrupted(fuse_req_t req FS_UNUSED, void *arg)
 {
-    struct setlk_ctx *ctx = arg;
+    struct fs_lock_wait *ctx = arg;
     /* setlk_done answers the request, with EINTR unless the lock got granted. */
-    nc_lock_cancel(ctx->fs->nc, ctx->wait);
+    if (ctx->wait)
+        nc_lock_cancel(ctx->fs->nc, ctx->wait);
+}
+
+void fs_locks_cancel_waits(struct fs *fs)
+{
+    /* Cancelling may answer (and free) the entry at once: take the next first. */
+    for (struct fs_lock_wait *ctx = fs->lock_waits, *next; ctx; ctx = next) {
+        next = ctx->next;
+        nc_lock_cancel(fs->nc, ctx->wait);
+    }
 }
 
 static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short type,
                      const struct nc_lock *nl, bool wait)
 {
     struct fs *fs = fs_from_req(req);
-    struct setlk_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (type == F_WRLCK && !file->writable) {
+        /* NFSv4 write locks need an open for writing (the server answers
+         * OPENMODE); like the Linux NFS client, say so before asking. Tools
+         * such as flock(1) then reopen read-write. */
+        fuse_reply_err(req, EBADF);
+        return;
+    }
+    struct fs_lock_wait *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    ctx->req = req;
+    fs_req_hold(&ctx->req, req);
     ctx->fs = fs;
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
@@ -128,22 +175,21 @@ static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short
         nc_unlock(fs->nc, &cred, file->open, owner, nl, setlk_done, ctx);
         return;
     }
-    if (type == F_WRLCK && !file->writable) {
-        /* NFSv4 write locks need an open for writing (the server answers
-         * OPENMODE); like the Linux NFS client, say so before asking. Tools
-         * such as flock(1) then reopen read-write. */
-        fuse_reply_err(req, EBADF);
-        free(ctx);
-        return;
-    }
     remember_owner(file, owner);
-    ctx->wait = nc_lock(fs->nc, &cred, file->open, owner, nl, wait, setlk_done, ctx);
-    if (wait && ctx->wait)
-        fuse_req_interrupt_func(req, setlk_interrupted, ctx);
+    struct nc_lock_wait *w = nc_lock(fs->nc, &cred, file->open, owner, nl, wait, setlk_done, ctx);
+    if (!wait || !w)
+        return;
+    ctx->wait = w;
+    ctx->next = fs->lock_waits;
+    if (ctx->next)
+        ctx->next->prev = ctx;
+    fs->lock_waits = ctx;
+    /* May call setlk_interrupted at once if the caller was already interrupted. */
+    fuse_req_interrupt_func(req, setlk_interrupted, ctx);
 }
 
-void fs_op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, struct flock *lock,
-                 int sleep)
+void fs_op_setlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi,
+                 struct flock *lock, int sleep)
 {
     struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
     struct nc_lock nl;
@@ -154,7 +200,7 @@ void fs_op_setlk(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, stru
     set_lock(req, file, fi->lock_owner, lock->l_type, &nl, sleep != 0);
 }
 
-void fs_op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int op)
+void fs_op_flock(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi, int op)
 {
     struct fs_file *file = (struct fs_file *)(uintptr_t)fi->fh;
     struct nc_lock whole = {.type = NC_LOCK_WRITE, .start = 0, .len = 0};
@@ -174,9 +220,9 @@ void fs_op_flock(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi, int 
         fuse_reply_err(req, EINVAL);
         return;
     }
-    /* flock locks belong to the open file description, which the kernel
-     * names by lock_owner here. */
-    set_lock(req, file, fi->lock_owner, type, &whole, !(op & LOCK_NB));
+    /* flock locks belong to the open file description, which is our file. */
+    uint64_t owner = (uint64_t)(uintptr_t)file | FLOCK_OWNER_TAG;
+    set_lock(req, file, owner, type, &whole, !(op & LOCK_NB));
 }
 
 /* --- releasing on close --- */
@@ -199,38 +245,70 @@ static void release_one_done(void *arg, const struct nc_reply *r)
     }
 }
 
-static void release_owners(struct fs *fs, struct fs_file *file, const uint64_t *owners,
-                           unsigned n, void (*done)(struct fs *, void *), void *arg)
+static bool has_owner(const struct fs_file *file, uint64_t owner)
 {
-    struct release_ctx *ctx = n ? calloc(1, sizeof(*ctx)) : NULL;
-    if (!ctx) {
-        done(fs, arg);
-        return;
-    }
+    for (unsigned i = 0; i < file->nlock_owners; i++)
+        if (file->lock_owners[i] == owner)
+            return true;
+    return false;
+}
+
+static struct release_ctx *release_ctx_new(struct fs *fs, void (*done)(struct fs *, void *),
+                                           void *arg)
+{
+    struct release_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx)
+        return NULL;
     ctx->fs = fs;
     ctx->done = done;
     ctx->arg = arg;
-    ctx->pending = n;
+    /* One share of our own, so that done runs once, after the last unlock. */
+    ctx->pending = 1;
+    return ctx;
+}
+
+static void release_unlock(struct release_ctx *ctx, struct fs_file *file, uint64_t owner)
+{
     struct nc_lock whole = {.type = NC_LOCK_WRITE, .start = 0, .len = 0};
-    for (unsigned i = 0; i < n; i++)
-        nc_unlock(fs->nc, &file->cred, file->open, owners[i], &whole, release_one_done, ctx);
+    ctx->pending++;
+    nc_unlock(ctx->fs->nc, &file->cred, file->open, owner, &whole, release_one_done, ctx);
+}
+
+static void release_ctx_start(struct release_ctx *ctx)
+{
+    struct nc_reply none = {0};
+    release_one_done(ctx, &none); /* drops our own share */
 }
 
 void fs_locks_release_owner(struct fs *fs, struct fs_file *file, uint64_t owner,
                             void (*done)(struct fs *, void *), void *arg)
 {
-    for (unsigned i = 0; i < file->nlock_owners; i++) {
-        if (file->lock_owners[i] == owner) {
-            /* The owner may lock again later through this file; keep it listed. */
-            release_owners(fs, file, &owner, 1, done, arg);
-            return;
-        }
+    /* POSIX: the process loses its locks on the file whichever of its
+     * descriptors it closes, also those taken through another open. The
+     * owner stays listed: it may lock again through these files. */
+    struct release_ctx *ctx = NULL;
+    for (struct fs_file *f = fs->files; f; f = f->next) {
+        if (f->inode != file->inode || !has_owner(f, owner))
+            continue;
+        if (!ctx && !(ctx = release_ctx_new(fs, done, arg)))
+            break;
+        release_unlock(ctx, f, owner);
     }
-    done(fs, arg);
+    if (ctx)
+        release_ctx_start(ctx);
+    else
+        done(fs, arg); /* the common case: no locks */
 }
 
 void fs_locks_release_all(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *),
                           void *arg)
 {
-    release_owners(fs, file, file->lock_owners, file->nlock_owners, done, arg);
+    struct release_ctx *ctx = release_ctx_new(fs, done, arg);
+    if (!ctx) {
+        done(fs, arg);
+        return;
+    }
+    for (unsigned i = 0; i < file->nlock_owners; i++)
+        release_unlock(ctx, file, file->lock_owners[i]);
+    release_ctx_start(ctx);
 }

@@ -13,6 +13,8 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <poll.h>
+#include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -20,9 +22,12 @@
 #include <time.h>
 #include <unistd.h>
 
+/* FUSE requests read before the NFS connection gets its turn. */
 #define FUSE_REQUESTS_PER_TURN 64
-/* How long unmounting may wait for write-behind to reach the server. */
+/* How long exiting may wait for write-behind to reach the server. */
 #define DRAIN_TIMEOUT_MS 60000
+#define NC_POLLFDS_MAX 7
+#define WRITE_BYTES_LIMIT_MAX (32ull << 20)
 
 void fs_config_defaults(struct fs_config *config)
 {
@@ -50,43 +55,29 @@ struct fs *fs_from_req(fuse_req_t req)
     return fuse_req_userdata(req);
 }
 
-void fs_req_cred(struct fs *fs, fuse_req_t req, struct nc_cred *cred)
-{
-    const struct fuse_ctx *ctx = fuse_req_ctx(req);
-    memset(cred, 0, sizeof(*cred));
-    cred->uid = ctx->uid;
-    cred->gid = ctx->gid;
-    gid_t groups[NC_MAX_GROUPS];
-    int n = fuse_req_getgroups(req, NC_MAX_GROUPS, groups);
-    if (n > NC_MAX_GROUPS)
-        n = NC_MAX_GROUPS; /* AUTH_SYS carries 16; the rest cannot be sent */
-    for (int i = 0; i < n; i++)
-        cred->groups[i] = groups[i];
-    cred->ngroups = n > 0 ? (uint32_t)n : 0;
-    if (fs->config.uid_override >= 0)
-        cred->uid = (uint32_t)fs->config.uid_override;
-    if (fs->config.gid_override >= 0)
-        cred->gid = (uint32_t)fs->config.gid_override;
-}
-
 static void op_init(void *userdata, struct fuse_conn_info *conn)
 {
     struct fs *fs = userdata;
     conn->max_write = fs->config.max_write;
     conn->max_read = fs->config.max_read;
     conn->max_readahead = fs->config.max_read;
-    conn->max_background = (unsigned)fs->config.max_inflight;
-    conn->congestion_threshold = (unsigned)fs->config.max_inflight * 3 / 4;
+    conn->max_background = fs->config.max_inflight;
+    conn->congestion_threshold = fs->config.max_inflight * 3 / 4;
     conn->time_gran = 1;
+    /*
+     * Not wanted: writeback_cache (several clients share the files, so the
+     * kernel must not sit on writes), READDIRPLUS_AUTO (readdir always asks
+     * the server, with attributes), splice (turns itself off here and never
+     * paid; see README). EXPORT_SUPPORT neither: it promises lookups of "."
+     * and ".." by inode alone, which NFSv4.0 answers only for directories,
+     * and re-exporting an EFS mount over NFS is not a use we serve.
+     */
     unsigned want = FUSE_CAP_ASYNC_READ | FUSE_CAP_READDIRPLUS | FUSE_CAP_POSIX_LOCKS |
                     FUSE_CAP_FLOCK_LOCKS | FUSE_CAP_ATOMIC_O_TRUNC | FUSE_CAP_PARALLEL_DIROPS |
                     FUSE_CAP_AUTO_INVAL_DATA;
     conn->want |= want & conn->capable;
-    /* Several clients share the files: the page cache must not hold writes
-     * back (writeback_cache), and readdir always asks the server. Splice
-     * gains nothing here (see README). */
     conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_SPLICE_READ |
-                    FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE);
+                    FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_EXPORT_SUPPORT);
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -111,6 +102,7 @@ static const struct fuse_lowlevel_ops ops = {
     .release = fs_op_release,
     .fsync = fs_op_fsync,
     .opendir = fs_op_opendir,
+    .readdir = fs_op_readdir,
     .readdirplus = fs_op_readdirplus,
     .releasedir = fs_op_releasedir,
     .fsyncdir = fs_op_fsyncdir,
@@ -135,13 +127,24 @@ int fs_new(struct fs **out, const struct fs_config *config, struct nc_client *cl
     fs->config = *config;
     if (fs->config.max_inflight == 0)
         fs->config.max_inflight = 64;
+    if (fs->config.max_write == 0)
+        fs->config.max_write = 1u << 20;
+    if (fs->config.max_read == 0)
+        fs->config.max_read = 1u << 20;
     fs->nc = client;
-    /* Enough write-behind to keep the wire busy, little enough that close()
-     * does not wait long: in-flight requests' worth of full writes, at
-     * least 16 MiB. */
-    fs->write_limit = (uint64_t)fs->config.max_inflight * fs->config.max_write / 2;
-    if (fs->write_limit < (16u << 20))
-        fs->write_limit = 16u << 20;
+    /*
+     * Write-behind: enough to keep the wire busy, little enough that close()
+     * does not wait long and memory stays bounded -- half the in-flight
+     * requests' worth of full writes, at most 32 MiB (the defaults), and as many
+     * WRITEs as requests may be in flight, so that small writes are bounded
+     * too. max_inflight=1 makes writes synchronous.
+     */
+    fs->write_bytes_limit = (uint64_t)fs->config.max_inflight * fs->config.max_write / 2;
+    if (fs->write_bytes_limit < fs->config.max_write)
+        fs->write_bytes_limit = fs->config.max_write;
+    if (fs->write_bytes_limit > WRITE_BYTES_LIMIT_MAX)
+        fs->write_bytes_limit = WRITE_BYTES_LIMIT_MAX;
+    fs->write_count_limit = fs->config.max_inflight;
     struct nc_fh root_fh;
     struct nc_attr root_attr;
     nc_client_root(client, &root_fh, &root_attr);
@@ -154,11 +157,47 @@ int fs_new(struct fs **out, const struct fs_config *config, struct nc_client *cl
     return 0;
 }
 
+static bool busy(const struct fs *fs)
+{
+    return fs->requests_waiting || fs->write_count || fs->background;
+}
+
+/* Runs NFS alone (FUSE is no longer read) until our work is done. */
+static void drain_nfs(struct fs *fs, double deadline)
+{
+    while (busy(fs) && fs_now() < deadline) {
+        nc_client_run_once(fs->nc, 100);
+        if (busy(fs) && nc_client_pending(fs->nc) == 0) {
+            /* No request on the wire can finish what is left: a count went
+             * astray. Waiting would only hold up the exit. */
+            elog_error(FS_COMPONENT, "at exit, %u requests, %u writes and %u background tasks "
+                                     "are not tracked by any NFS request",
+                       fs->requests_waiting, fs->write_count, fs->background);
+            break;
+        }
+    }
+}
+
 void fs_free(struct fs *fs)
 {
     if (!fs)
         return;
     fs_unmount(fs);
+    if (busy(fs)) {
+        /* fs_run did not finish the work (it was not called, or timed out). */
+        fs->draining = true;
+        fs_locks_cancel_waits(fs);
+        fs_writes_release_held(fs, true);
+        drain_nfs(fs, fs_now() + DRAIN_TIMEOUT_MS / 1000.0);
+    }
+    if (busy(fs)) {
+        /* The client would call back into freed memory: keep it instead. */
+        elog_error(FS_COMPONENT,
+                   "%u requests, %u writes and %u background tasks still wait for the "
+                   "server; not freeing the filesystem state",
+                   fs->requests_waiting, fs->write_count, fs->background);
+        return;
+    }
     if (fs->se)
         fuse_session_destroy(fs->se);
     fs_files_free(fs);
@@ -205,8 +244,7 @@ static void raise_readahead(struct fs *fs)
     snprintf(path, sizeof(path), "/sys/class/bdi/%u:%u/read_ahead_kb", maj, min);
     int fd = open(path, O_WRONLY | O_CLOEXEC);
     if (fd < 0) {
-        elog_debug(FS_COMPONENT, "cannot open %s: %s; readahead unchanged", path,
-                   strerror(errno));
+        elog_debug(FS_COMPONENT, "cannot open %s: %s; readahead unchanged", path, strerror(errno));
         return;
     }
     char value[16];
@@ -222,7 +260,8 @@ int fs_mount(struct fs *fs, struct fuse_args *args, const char *mountpoint, char
     char opt[64];
     /* libfuse refuses a max_read in init that differs from the mount's. */
     snprintf(opt, sizeof(opt), "-omax_read=%u", fs->config.max_read);
-    if (fuse_opt_add_arg(args, opt) != 0) {
+    if (fuse_opt_add_arg(args, opt) != 0 ||
+        (fs->config.readonly && fuse_opt_add_arg(args, "-oro") != 0)) {
         snprintf(errbuf, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -236,6 +275,11 @@ int fs_mount(struct fs *fs, struct fuse_args *args, const char *mountpoint, char
         return -EIO;
     }
     fs->mountpoint = strdup(mountpoint);
+    if (!fs->mountpoint) {
+        fuse_session_unmount(fs->se);
+        snprintf(errbuf, errlen, "out of memory");
+        return -ENOMEM;
+    }
     fs->mounted = true;
     raise_readahead(fs);
     return 0;
@@ -249,25 +293,65 @@ void fs_unmount(struct fs *fs)
     fs->mounted = false;
 }
 
+/*
+ * Reads FUSE requests while there are any, so that many are in flight
+ * before we wait for the server. Returns false when the session is over.
+ */
+static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
+{
+    for (int i = 0; i < FUSE_REQUESTS_PER_TURN; i++) {
+        int res = fuse_session_receive_buf(fs->se, buf);
+        if (res == -EAGAIN || res == -EINTR)
+            return true;
+        if (res == 0 || res == -ENODEV)
+            return false; /* unmounted */
+        if (res < 0) {
+            *result = res;
+            return false;
+        }
+        fuse_session_process_buf(fs->se, buf);
+        if (fuse_session_exited(fs->se))
+            return false;
+    }
+    return true;
+}
+
 static int serve(struct fs *fs)
 {
-    struct fuse_session *se = fs->se;
-    int fuse_fd = fuse_session_fd(se);
+    int fuse_fd = fuse_session_fd(fs->se);
     int flags = fcntl(fuse_fd, F_GETFL);
-    if (flags >= 0)
-        fcntl(fuse_fd, F_SETFL, flags | O_NONBLOCK);
+    if (flags < 0 || fcntl(fuse_fd, F_SETFL, flags | O_NONBLOCK) < 0)
+        return -errno;
+    /*
+     * The exit signals stay blocked except inside ppoll: one that arrives
+     * between the check of fuse_session_exited() and the wait would
+     * otherwise go unnoticed until something else woke us.
+     */
+    sigset_t exit_signals, wait_mask;
+    sigemptyset(&exit_signals);
+    sigaddset(&exit_signals, SIGTERM);
+    sigaddset(&exit_signals, SIGINT);
+    sigaddset(&exit_signals, SIGHUP);
+    if (sigprocmask(SIG_BLOCK, &exit_signals, &wait_mask) < 0)
+        return -errno;
+    sigdelset(&wait_mask, SIGTERM);
+    sigdelset(&wait_mask, SIGINT);
+    sigdelset(&wait_mask, SIGHUP);
+
     struct fuse_buf buf = {0};
     int result = 0;
-    while (!fuse_session_exited(se)) {
-        struct pollfd pfd[8];
+    while (!fuse_session_exited(fs->se)) {
+        struct pollfd pfd[1 + NC_POLLFDS_MAX];
         pfd[0].fd = fuse_fd;
         pfd[0].events = POLLIN;
         pfd[0].revents = 0;
-        int n = 1 + nc_client_pollfds(fs->nc, pfd + 1, 7);
-        int rc = poll(pfd, (nfds_t)n, nc_client_timeout_ms(fs->nc));
+        int n = 1 + nc_client_pollfds(fs->nc, pfd + 1, NC_POLLFDS_MAX);
+        int timeout_ms = nc_client_timeout_ms(fs->nc);
+        struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
+        int rc = ppoll(pfd, (nfds_t)n, timeout_ms < 0 ? NULL : &ts, &wait_mask);
         if (rc < 0) {
             if (errno == EINTR)
-                continue; /* a signal: fuse_session_exited() tells if it was ours */
+                continue; /* fuse_session_exited() tells whether it was ours */
             result = -errno;
             break;
         }
@@ -275,24 +359,15 @@ static int serve(struct fs *fs)
             for (int i = 0; i < n; i++)
                 pfd[i].revents = 0;
         if (pfd[0].revents & POLLIN) {
-            for (int i = 0; i < FUSE_REQUESTS_PER_TURN && !fuse_session_exited(se); i++) {
-                int res = fuse_session_receive_buf(se, &buf);
-                if (res == -EAGAIN || res == -EINTR)
-                    break;
-                if (res <= 0) {
-                    if (res < 0 && res != -ENODEV)
-                        result = res;
-                    fuse_session_exit(se);
-                    break;
-                }
-                fuse_session_process_buf(se, &buf);
-            }
+            if (!read_requests(fs, &buf, &result))
+                fuse_session_exit(fs->se);
         } else if (pfd[0].revents & (POLLERR | POLLHUP | POLLNVAL)) {
-            fuse_session_exit(se); /* unmounted, or the connection was aborted */
+            fuse_session_exit(fs->se); /* unmounted, or the connection was aborted */
         }
         nc_client_dispatch(fs->nc, pfd + 1, n - 1);
     }
     free(buf.mem);
+    sigprocmask(SIG_UNBLOCK, &exit_signals, NULL);
     return result;
 }
 
@@ -302,7 +377,21 @@ int fs_run(struct fs *fs)
         return -EIO;
     int result = serve(fs);
     fuse_remove_signal_handlers(fs->se);
+
     /* Whatever the kernel gave us must reach the server before we go. */
-    fs_files_drain(fs, DRAIN_TIMEOUT_MS);
+    double deadline = fs_now() + DRAIN_TIMEOUT_MS / 1000.0;
+    fs->draining = true;
+    fs_locks_cancel_waits(fs);
+    fs_writes_release_held(fs, true);
+    drain_nfs(fs, deadline);
+    fs_files_drain(fs, deadline);
+    drain_nfs(fs, deadline);
+    if (busy(fs))
+        elog_error(FS_COMPONENT,
+                   "exiting with %u requests, %u writes and %u background tasks unanswered "
+                   "by the server",
+                   fs->requests_waiting, fs->write_count, fs->background);
+    elog_debug(FS_COMPONENT, "exiting with %zu inodes and %zu names known", fs->ninodes,
+               fs->nnames);
     return result;
 }

@@ -1,28 +1,51 @@
 #!/usr/bin/env bash
-# Installs the Debian packages efsfuse needs to build, run and test, and only
-# those that are missing, so it is quick when there is nothing to do.
+# Installs the Debian packages efsfuse needs to build, run and test -- only
+# those that are missing, so it costs one dpkg-query when there is nothing to
+# do. Works on a fresh Debian 12 machine, non-interactively (CI).
 set -euo pipefail
 
 packages=(
-    gcc make pkg-config
-    libfuse3-dev fuse3 libnfs-dev libcurl4-openssl-dev libcjson-dev libcmocka-dev
-    nfs-ganesha nfs-ganesha-vfs
-    python3 python3-pytest
-    util-linux procps psmisc iproute2 fio valgrind man-db
+    # build
+    gcc make pkg-config libfuse3-dev libnfs-dev libcurl4-openssl-dev libcjson-dev
+    # run: fusermount3, mount.fuse3
+    fuse3
+    # tests: unit (cmocka), the private NFS server, pytest, tools the suites call
+    libcmocka-dev nfs-ganesha nfs-ganesha-vfs python3 python3-pytest fio valgrind
+    # setpriv, flock, mount (util-linux), ps/kill (procps), fuser (psmisc),
+    # ss (iproute2), man (man-db: the man page test)
+    util-linux procps psmisc iproute2 man-db
+    # the benchmark chart (make bench)
+    gnuplot-nox
 )
 
+# One query for all of them; packages dpkg has never heard of print nothing.
+installed=$(dpkg-query -W -f='${Package} ${db:Status-Status}\n' "${packages[@]}" 2>/dev/null || true)
 missing=()
 for p in "${packages[@]}"; do
-    status=$(dpkg-query -W -f='${db:Status-Status}' "$p" 2>/dev/null || true)
-    [ "$status" = installed ] || missing+=("$p")
+    grep -qx "$p installed" <<<"$installed" || missing+=("$p")
 done
 [ ${#missing[@]} -eq 0 ] && exit 0
 
+sudo=()
 if [ "$(id -u)" -ne 0 ]; then
-    echo "deps: missing packages: ${missing[*]} (run as root, or install them)" >&2
-    exit 1
+    if command -v sudo >/dev/null && sudo -n true 2>/dev/null; then
+        sudo=(sudo -n)
+    else
+        echo "deps: missing Debian packages: ${missing[*]} (run as root, or install them)" >&2
+        exit 1
+    fi
 fi
+
 echo "deps: installing ${missing[*]}"
-export DEBIAN_FRONTEND=noninteractive
-apt-get update -qq >/dev/null
-apt-get install -y -qq --no-install-recommends "${missing[@]}" >/dev/null
+log=$(mktemp)
+trap 'rm -f "$log"' EXIT
+apt_get() {
+    # Quiet on success; the whole output on failure.
+    if ! "${sudo[@]}" env DEBIAN_FRONTEND=noninteractive apt-get "$@" >"$log" 2>&1; then
+        echo "deps: apt-get $* failed:" >&2
+        cat "$log" >&2
+        exit 1
+    fi
+}
+apt_get update -q
+apt_get install -y -q --no-install-recommends "${missing[@]}"

@@ -2,41 +2,116 @@
 # A private nfs-ganesha (userspace NFSv4 server, VFS backend) on loopback.
 #   ganesha.sh start DIR PORT   export DIR/export on 127.0.0.1:PORT
 #   ganesha.sh stop DIR         stop the server started for DIR
-# Everything it writes (config, log, pid, recovery state) stays under DIR.
+# Everything it writes stays under DIR: ganesha.conf, ganesha.log (its log),
+# ganesha.out (what it prints before its log is open), ganesha.pid (written by
+# ganesha), server.pid (the PID we started, used to stop it) and recovery/
+# (the NFSv4 RecoveryRoot, private to this instance).
 set -euo pipefail
 
+START_TIMEOUT=20 # seconds until the server must accept connections
+STOP_TIMEOUT=10  # seconds after SIGTERM before SIGKILL
+
 usage() { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
+die() { echo "ganesha: $*" >&2; exit 1; }
+
+# Alive and not a zombie (a zombie still answers kill -0).
+alive() {
+    local state
+    state=$(ps -o stat= -p "$1" 2>/dev/null) || return 1
+    [[ $state != Z* ]]
+}
+
+accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+
+log_tail() {
+    echo "--- last lines of $1/ganesha.log:" >&2
+    tail -n 15 "$1/ganesha.log" >&2 2>/dev/null || true
+    if [ -s "$1/ganesha.out" ]; then
+        echo "--- $1/ganesha.out:" >&2
+        tail -n 15 "$1/ganesha.out" >&2
+    fi
+}
 
 start() {
-    local dir port
-    dir=$(realpath -m "$1"); port=$2
+    local dir=$1 port=$2 pid
+    [[ $port =~ ^[0-9]+$ ]] && [ "$port" -ge 1 ] && [ "$port" -le 65535 ] || die "bad port: $port"
+    command -v ganesha.nfsd >/dev/null || die "ganesha.nfsd not found (make deps installs nfs-ganesha)"
+    dir=$(realpath -m "$dir")
+    if [ -f "$dir/server.pid" ] && alive "$(cat "$dir/server.pid")"; then
+        die "already running for $dir (PID $(cat "$dir/server.pid")); stop it first"
+    fi
+    # Otherwise the readiness check below would succeed against someone else.
+    accepts "$port" && die "127.0.0.1:$port is already in use"
+    # The VFS backend finds the export's filesystem in /etc/mtab. Minimal
+    # systems without systemd may lack it, and then ganesha drops the export
+    # and serves only an empty read-only pseudo root. Debian's usual symlink:
+    if [ ! -e /etc/mtab ]; then
+        ln -s ../proc/self/mounts /etc/mtab 2>/dev/null ||
+            die "/etc/mtab is missing (ganesha needs it): ln -s ../proc/self/mounts /etc/mtab"
+        echo "ganesha: created the missing /etc/mtab -> ../proc/self/mounts" >&2
+    fi
+
     mkdir -p "$dir/export" "$dir/recovery"
     cat >"$dir/ganesha.conf" <<CONF
-NFS_CORE_PARAM { Protocols = 4; NFS_Port = $port; Enable_NLM = false; Enable_RQUOTA = false;
-                 Bind_addr = 127.0.0.1; }
-NFSV4 { Graceless = true; Only_Numeric_Owners = true; RecoveryRoot = $dir/recovery; }
-EXPORT { Export_Id = 1; Path = $dir/export; Pseudo = /; Access_Type = RW; Squash = No_Root_Squash;
-         SecType = sys; Protocols = 4; Transports = TCP; FSAL { Name = VFS; } }
+NFS_CORE_PARAM {
+    Protocols = 4;
+    NFS_Port = $port;
+    Bind_addr = 127.0.0.1;
+    Enable_NLM = false;
+    Enable_RQUOTA = false;
+}
+NFSV4 {
+    Graceless = true;
+    Only_Numeric_Owners = true;
+    RecoveryRoot = "$dir/recovery";
+}
+EXPORT {
+    Export_Id = 1;
+    Path = "$dir/export";
+    Pseudo = /;
+    Access_Type = RW;
+    Squash = No_Root_Squash;
+    SecType = sys;
+    Protocols = 4;
+    Transports = TCP;
+    FSAL { Name = VFS; }
+}
 CONF
     : >"$dir/ganesha.log"
+    rm -f "$dir/ganesha.pid"
+    # -F: stay in the foreground, so $! is the server itself.
     ganesha.nfsd -F -f "$dir/ganesha.conf" -L "$dir/ganesha.log" -p "$dir/ganesha.pid" \
-        </dev/null >/dev/null 2>&1 &
-    echo $! >"$dir/server.pid"
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
-            return 0
+        </dev/null >"$dir/ganesha.out" 2>&1 &
+    pid=$!
+    echo "$pid" >"$dir/server.pid"
+
+    # Ready = accepts connections and has logged the end of its start-up.
+    local deadline=$((SECONDS + START_TIMEOUT))
+    while [ $SECONDS -lt $deadline ]; do
+        if ! alive "$pid"; then
+            echo "ganesha: exited during start-up (127.0.0.1:$port, $dir)" >&2
+            log_tail "$dir"
+            rm -f "$dir/server.pid"
+            exit 1
         fi
-        if ! kill -0 "$(cat "$dir/server.pid")" 2>/dev/null; then
-            echo "ganesha: exited at start-up; last log lines:" >&2
-            tail -5 "$dir/ganesha.log" >&2
-            return 1
+        if accepts "$port" && grep -q "NFS SERVER INITIALIZED" "$dir/ganesha.log"; then
+            # It serves even when the export failed: that is no use to anyone.
+            if grep -qE "Could not create export|No export entries found|validation errors" \
+                "$dir/ganesha.log"; then
+                echo "ganesha: started, but without the export of $dir/export; from $dir/ganesha.log:" >&2
+                grep -E ":(CRIT|MAJ) :" "$dir/ganesha.log" | grep -viE "dbus|krb5|keytab|principal|UDP" |
+                    sed 's/^.*\] //' >&2 || true
+                stop "$dir"
+                exit 1
+            fi
+            return 0
         fi
         sleep 0.1
     done
-    echo "ganesha: not listening on 127.0.0.1:$port after 20 s; last log lines:" >&2
-    tail -5 "$dir/ganesha.log" >&2
+    echo "ganesha: not serving 127.0.0.1:$port after ${START_TIMEOUT} s ($dir)" >&2
+    log_tail "$dir"
     stop "$dir"
-    return 1
+    exit 1
 }
 
 stop() {
@@ -44,14 +119,17 @@ stop() {
     dir=$(realpath -m "$1")
     [ -f "$dir/server.pid" ] || return 0
     pid=$(cat "$dir/server.pid")
-    if kill "$pid" 2>/dev/null; then
-        for _ in $(seq 1 100); do
-            kill -0 "$pid" 2>/dev/null || break
-            sleep 0.1
-        done
-        kill -9 "$pid" 2>/dev/null || true
+    if alive "$pid"; then
+        kill -TERM "$pid" 2>/dev/null || true
+        local deadline=$((SECONDS + STOP_TIMEOUT))
+        while alive "$pid" && [ $SECONDS -lt $deadline ]; do sleep 0.1; done
+        if alive "$pid"; then
+            echo "ganesha: PID $pid ignored SIGTERM for ${STOP_TIMEOUT} s; killing it" >&2
+            kill -KILL "$pid" 2>/dev/null || true
+            while alive "$pid"; do sleep 0.1; done
+        fi
     fi
-    rm -f "$dir/server.pid"
+    rm -f "$dir/server.pid" "$dir/ganesha.pid"
 }
 
 case "${1:-}" in

@@ -12,7 +12,7 @@ exporting a directory on local disk, then measures, in one run:
     filesystem (build/bench/null_fs, the FUSE ceiling) and on a local
     directory;
   * efsfuse's start-to-live-mount time and its memory (VmRSS idle, VmHWM);
-  * sequential read/write through a 1 ms RTT proxy (build/tests/fault/tcpproxy)
+  * sequential read/write through a 1 ms RTT proxy (build/fault/tcpproxy)
     for efsfuse and for nfs_ceiling.
 
 Every figure is the median of --runs runs (3; 1 with --quick); min and max are
@@ -49,7 +49,7 @@ EFSFUSE = Path(os.environ.get("EFSFUSE_BIN", BUILD / "efsfuse"))
 NFS_CEILING = Path(os.environ.get("NFS_CEILING_BIN", BUILD / "bench" / "nfs_ceiling"))
 NAIVE = Path(os.environ.get("NAIVE_LIBNFS_BIN", BUILD / "bench" / "naive_libnfs"))
 NULL_FS = Path(os.environ.get("NULL_FS_BIN", BUILD / "bench" / "null_fs"))
-TCPPROXY = Path(os.environ.get("TCPPROXY_BIN", BUILD / "tests" / "fault" / "tcpproxy"))
+TCPPROXY = Path(os.environ.get("TCPPROXY_BIN", BUILD / "fault" / "tcpproxy"))
 GANESHA_SH = REPO / "scripts" / "ganesha.sh"
 
 MOUNT_TIMEOUT = 20
@@ -497,9 +497,15 @@ class Bench:
             if hwm:
                 state["hwm"] = max(state.get("hwm", 0), hwm)
 
+        def unmount_timed():
+            t0 = time.monotonic()
+            self.unmount(mnt, state["p"])
+            # fusermount3 -u until efsfuse has exited (write-back included).
+            self.add("efsfuse", "unmount_ms", (time.monotonic() - t0) * 1000)
+
         def remount():
             note_hwm()
-            self.unmount(mnt, state["p"])
+            unmount_timed()
             mount_one()
             return mnt
 
@@ -528,7 +534,7 @@ class Bench:
                      self.small_reads(mnt / "small", self.small_names))
         finally:
             note_hwm()
-            self.unmount(mnt, state["p"])
+            unmount_timed()
         if state.get("hwm"):
             self.add("efsfuse", "rss_peak_mib", state["hwm"] / 1024)
 

@@ -1,92 +1,218 @@
-"""Data integrity: what is written through the mount is what the server stores."""
+"""Data integrity: what is written through a mount is what is read back, and what the server stores.
+
+Every test checks its data three ways where it can: through the mount that
+wrote it, through a fresh mount (cold page cache, so the bytes come from the
+server), and straight from the export directory after efsfuse has unmounted
+and exited. `make valgrind` runs this file under valgrind.
+"""
+import hashlib
+import mmap
 import os
 import random
-import subprocess
+import threading
+
+import pytest
 
 from conftest import sha256
 
+MiB = 1 << 20
 
-def test_random_offsets_and_sizes(nfs_server, mount_efsfuse):
-    m = mount_efsfuse("/")
-    d = m.path / "data-random"
-    d.mkdir(exist_ok=True)
+
+@pytest.fixture
+def mnt(mount_efsfuse):
+    return mount_efsfuse("/")
+
+
+@pytest.fixture
+def testdir(mnt, request):
+    """A fresh directory named after the test at the root of the mount."""
+    d = mnt.path / ("data-" + request.node.name)
+    d.mkdir()
+    return d
+
+
+# Needs: WRITE at any offset and length (unaligned, across 1 MiB request
+# boundaries), READ at any offset and length, size updates, COMMIT at close.
+def test_random_offsets_and_sizes(nfs_server, mount_efsfuse, mnt, testdir):
     rng = random.Random(1234)
     expect = bytearray()
-    fd = os.open(d / "f", os.O_CREAT | os.O_RDWR | os.O_TRUNC, 0o644)
-    for _ in range(200):
-        off = rng.randrange(0, 3 * 1024 * 1024)
-        size = rng.choice([1, 7, 511, 4095, 4097, 65537, 1 << 20, (1 << 20) + 3])
-        data = rng.randbytes(size)
-        os.pwrite(fd, data, off)
-        if len(expect) < off + size:
-            expect.extend(bytes(off + size - len(expect)))
-        expect[off:off + size] = data
-    os.close(fd)
-    with open(d / "f", "rb") as f:
-        assert f.read() == bytes(expect)
-    m.unmount()
-    # straight from the server's disk, after the mount is gone
-    with open(nfs_server.export / "data-random" / "f", "rb") as f:
-        assert f.read() == bytes(expect)
+    fd = os.open(testdir / "f", os.O_CREAT | os.O_RDWR, 0o644)
+    try:
+        for _ in range(150):
+            off = rng.randrange(0, 3 * MiB)
+            size = rng.choice([1, 7, 511, 4095, 4097, 65537, MiB - 1, MiB + 3])
+            data = rng.randbytes(size)
+            assert os.pwrite(fd, data, off) == size
+            if len(expect) < off + size:
+                expect.extend(bytes(off + size - len(expect)))
+            expect[off:off + size] = data
+        # reads through the same open file at odd places
+        for _ in range(100):
+            off = rng.randrange(0, len(expect) + 10)
+            size = rng.choice([1, 13, 4097, MiB + 17])
+            assert os.pread(fd, size, off) == expect[off:off + size], (off, size)
+    finally:
+        os.close(fd)
+    expect = bytes(expect)
+    assert (testdir / "f").read_bytes() == expect
+
+    other = mount_efsfuse("/")
+    with open(other.path / testdir.name / "f", "rb") as f:
+        for _ in range(50):
+            off = rng.randrange(0, len(expect))
+            size = rng.choice([3, 5000, MiB])
+            f.seek(off)
+            assert f.read(size) == expect[off:off + size]
+        f.seek(0)
+        assert f.read() == expect
+    other.unmount()
+    mnt.unmount()
+    assert (nfs_server.export / testdir.name / "f").read_bytes() == expect
 
 
-def test_sparse_file(nfs_server, mount_efsfuse):
-    m = mount_efsfuse("/")
-    p = m.path / "sparse"
+# Needs: holes stay holes (no zero-filling writes), reads of holes, size from SETATTR/WRITE.
+def test_sparse_file(nfs_server, mnt, testdir):
+    p = testdir / "sparse"
+    size = 10 * MiB + 3
     with open(p, "wb") as f:
-        f.seek(10 * 1024 * 1024)
+        f.write(b"start")
+        f.seek(5 * MiB)
+        f.write(b"middle")
+        f.seek(10 * MiB)
         f.write(b"end")
-    assert p.stat().st_size == 10 * 1024 * 1024 + 3
+    assert p.stat().st_size == size
     with open(p, "rb") as f:
-        assert f.read(4096) == bytes(4096)
-        f.seek(10 * 1024 * 1024)
-        assert f.read() == b"end"
-    m.unmount()
-    assert (nfs_server.export / "sparse").stat().st_size == 10 * 1024 * 1024 + 3
+        assert f.read(4096) == b"start" + bytes(4091)
+        f.seek(5 * MiB - 2)
+        assert f.read(10) == bytes(2) + b"middle" + bytes(2)
+        f.seek(10 * MiB - 1)
+        assert f.read() == b"\0end"
+    # extended by truncate: the new part reads as zeros
+    os.truncate(p, size + MiB)
+    with open(p, "rb") as f:
+        f.seek(size - 3)
+        assert f.read() == b"end" + bytes(MiB)
+    mnt.unmount()
+    host = nfs_server.export / testdir.name / "sparse"
+    st = host.stat()
+    assert st.st_size == size + MiB
+    assert st.st_blocks * 512 < 2 * MiB, "the holes were written out as zeros"
+    data = host.read_bytes()
+    assert data[:5] == b"start" and data[5 * MiB:5 * MiB + 6] == b"middle"
+    assert data.count(0) == len(data) - len("startmiddleend")
 
 
-def test_large_file_dd(nfs_server, mount_efsfuse, tmp_path):
-    src = tmp_path / "src"
-    src.write_bytes(os.urandom(64 << 20))
-    m = mount_efsfuse("/")
-    r = subprocess.run(["dd", f"if={src}", f"of={m.path / 'big'}", "bs=1M", "conv=fsync"],
-                       capture_output=True, text=True)
-    assert r.returncode == 0, r.stderr
-    assert sha256(m.path / "big") == sha256(src)
-    # read back with a cold page cache through a fresh mount
-    m.unmount()
-    m2 = mount_efsfuse("/")
-    assert sha256(m2.path / "big") == sha256(src)
-    m2.unmount()
-    assert sha256(nfs_server.export / "big") == sha256(src)
+# Needs: 1 MiB WRITEs with many in flight, 1 MiB READs, COMMIT on fsync.
+def test_64mib_file_in_1mib_blocks(nfs_server, mount_efsfuse, mnt, testdir):
+    rng = random.Random(64)
+    block = rng.randbytes(MiB)
+    digest = hashlib.sha256()
+    fd = os.open(testdir / "big", os.O_CREAT | os.O_WRONLY | os.O_TRUNC, 0o644)
+    try:
+        for i in range(64):
+            data = bytes([i]) + block[1:]  # every block different
+            assert os.write(fd, data) == MiB
+            digest.update(data)
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    expect = digest.hexdigest()
+    assert (testdir / "big").stat().st_size == 64 * MiB
+    assert sha256(testdir / "big") == expect
+    # cold cache: a fresh mount reads it from the server
+    other = mount_efsfuse("/")
+    assert sha256(other.path / testdir.name / "big") == expect
+    other.unmount()
+    mnt.unmount()
+    assert sha256(nfs_server.export / testdir.name / "big") == expect
 
 
-def test_overwrite_in_place_and_truncate(nfs_server, mount_efsfuse):
-    m = mount_efsfuse("/")
-    p = m.path / "ow"
-    base = os.urandom(3 << 20)
+# Needs: overwrite in place (partial pages), SETATTR size down after writes, in order.
+def test_overwrite_in_place_and_truncate(nfs_server, mnt, testdir):
+    p = testdir / "ow"
+    base = random.Random(7).randbytes(3 * MiB)
     p.write_bytes(base)
-    patch = os.urandom(12345)
+    patch = random.Random(8).randbytes(12345)
     with open(p, "r+b") as f:
         f.seek(1_000_001)
         f.write(patch)
         f.truncate(2_500_000)
-    expect = (base[:1_000_001] + patch + base[1_000_001 + len(patch):])[:2_500_000]
+        f.seek(0, os.SEEK_END)
+        f.write(b"tail")
+    expect = (base[:1_000_001] + patch + base[1_000_001 + len(patch):])[:2_500_000] + b"tail"
     assert p.read_bytes() == expect
-    m.unmount()
-    assert (nfs_server.export / "ow").read_bytes() == expect
+    mnt.unmount()
+    assert (nfs_server.export / testdir.name / "ow").read_bytes() == expect
 
 
-def test_many_small_files(nfs_server, mount_efsfuse):
-    m = mount_efsfuse("/")
-    d = m.path / "small"
-    d.mkdir()
-    contents = {f"s{i}": os.urandom(i * 37 % 5000) for i in range(200)}
+# Needs: many creates and small writes, empty files, one-byte files.
+def test_many_small_files(nfs_server, mnt, testdir):
+    rng = random.Random(99)
+    contents = {f"s{i}": rng.randbytes(i * 37 % 5000) for i in range(200)}
+    contents["one"] = b"1"
     for n, data in contents.items():
-        (d / n).write_bytes(data)
+        (testdir / n).write_bytes(data)
     for n, data in contents.items():
-        assert (d / n).read_bytes() == data
-    m.unmount()
+        assert (testdir / n).read_bytes() == data
+    mnt.unmount()
     for n, data in contents.items():
-        assert (nfs_server.export / "small" / n).read_bytes() == data
+        assert (nfs_server.export / testdir.name / n).read_bytes() == data
 
+
+# Needs: several files written at once (requests of different files interleaved).
+def test_concurrent_writers(nfs_server, mnt, testdir):
+    blobs = {f"w{i}": random.Random(i).randbytes(4 * MiB + i * 1000) for i in range(4)}
+
+    def writer(name):
+        fd = os.open(testdir / name, os.O_CREAT | os.O_WRONLY, 0o644)
+        try:
+            data = memoryview(blobs[name])
+            for off in range(0, len(data), 300_000):
+                os.pwrite(fd, data[off:off + 300_000], off)
+        finally:
+            os.close(fd)
+
+    threads = [threading.Thread(target=writer, args=(n,)) for n in blobs]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    for n, data in blobs.items():
+        assert (testdir / n).read_bytes() == data
+    mnt.unmount()
+    for n, data in blobs.items():
+        assert (nfs_server.export / testdir.name / n).read_bytes() == data
+
+
+# Needs: a write through one descriptor is read through another at once (same mount).
+def test_read_own_writes_through_second_descriptor(mnt, testdir):
+    p = testdir / "two-fds"
+    w = os.open(p, os.O_CREAT | os.O_WRONLY, 0o644)
+    r = os.open(p, os.O_RDONLY)
+    try:
+        os.write(w, b"first")
+        assert os.pread(r, 100, 0) == b"first"
+        os.pwrite(w, b"F", 0)
+        assert os.pread(r, 100, 0) == b"First"
+    finally:
+        os.close(w)
+        os.close(r)
+
+
+# Needs: shared writable mmap (page writeback becomes WRITE), mmap reads.
+def test_mmap(nfs_server, mnt, testdir):
+    p = testdir / "mapped"
+    p.write_bytes(bytes(3 * 4096 + 100))
+    with open(p, "r+b") as f:
+        with mmap.mmap(f.fileno(), 0) as m:
+            m[0:5] = b"hello"
+            m[4096 * 3:4096 * 3 + 5] = b"world"
+            m.flush()
+    data = p.read_bytes()
+    assert data[:5] == b"hello" and data[3 * 4096:3 * 4096 + 5] == b"world"
+    with open(p, "rb") as f:
+        with mmap.mmap(f.fileno(), 0, prot=mmap.PROT_READ) as m:
+            assert m[:5] == b"hello"
+    mnt.unmount()
+    host = (nfs_server.export / testdir.name / "mapped").read_bytes()
+    assert host == data and len(host) == 3 * 4096 + 100

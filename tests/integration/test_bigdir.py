@@ -1,0 +1,26 @@
+"""A directory of 10,000 entries lists completely: every name once, nothing else."""
+import os
+
+N = 10_000
+
+
+# Needs: READDIR continued by cookie over many calls (and READDIRPLUS attributes).
+def test_ten_thousand_entries(nfs_server, mount_efsfuse):
+    m = mount_efsfuse("/")
+    d = m.path / "big-dir"
+    d.mkdir()
+    names = {f"file-{i:05d}-{'x' * (i % 50)}" for i in range(N)}
+    for n in names:
+        os.close(os.open(d / n, os.O_CREAT | os.O_WRONLY, 0o644))
+    listed = os.listdir(d)
+    assert len(listed) == N
+    assert set(listed) == names
+    assert set(os.listdir(nfs_server.export / "big-dir")) == names
+
+    # through a fresh mount (nothing cached), with attributes as `ls -l` wants them
+    fresh = mount_efsfuse("/")
+    entries = list(os.scandir(fresh.path / "big-dir"))
+    assert len(entries) == N
+    assert {e.name for e in entries} == names
+    assert all(e.is_file(follow_symlinks=False) for e in entries)
+    assert all(e.stat(follow_symlinks=False).st_size == 0 for e in entries[::97])
