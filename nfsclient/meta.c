@@ -159,16 +159,32 @@ void nc_setattr(struct nc_client *c, const struct nc_cred *cred, const struct nc
     send_meta(c, cred, &cp, m);
 }
 
-/* --- readlink --- */
+/* --- operations whose reply needs its own decoding --- */
 
-struct readlink_ctx {
+/* Where a reply goes: the caller's callback. */
+struct reply_ctx {
     nc_callback cb;
     void *arg;
 };
 
+/* NULL (the callback then gets -ENOMEM from the loop) when out of memory. */
+static struct reply_ctx *reply_ctx_new(struct nc_client *c, nc_callback cb, void *arg)
+{
+    struct reply_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        nc_defer_error(c, cb, arg, -ENOMEM);
+        return NULL;
+    }
+    ctx->cb = cb;
+    ctx->arg = arg;
+    return ctx;
+}
+
+/* --- readlink --- */
+
 static void readlink_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct readlink_ctx *ctx = arg;
+    struct reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     char *target = NULL;
     if (err) {
@@ -195,13 +211,9 @@ static void readlink_done(struct nc_client *c, void *arg, int err, COMPOUND4res 
 void nc_readlink(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                  nc_callback cb, void *arg)
 {
-    struct readlink_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    if (!ctx)
         return;
-    }
-    ctx->cb = cb;
-    ctx->arg = arg;
     struct nc_compound cp;
     nc_compound_init(&cp, "readlink");
     nc_op_putfh(&cp, fh);
@@ -338,14 +350,9 @@ void nc_link(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
 
 /* --- readdir --- */
 
-struct readdir_ctx {
-    nc_callback cb;
-    void *arg;
-};
-
 static void readdir_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct readdir_ctx *ctx = arg;
+    struct reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     struct nc_dirent *entries = NULL;
     char *names = NULL;
@@ -405,13 +412,9 @@ void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc
                 uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb,
                 void *arg)
 {
-    struct readdir_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    if (!ctx)
         return;
-    }
-    ctx->cb = cb;
-    ctx->arg = arg;
     struct nc_compound cp;
     nc_compound_init(&cp, "readdir");
     nc_op_putfh(&cp, dir);
@@ -433,14 +436,9 @@ void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc
 
 /* --- statfs, access --- */
 
-struct small_ctx {
-    nc_callback cb;
-    void *arg;
-};
-
 static void statfs_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct small_ctx *ctx = arg;
+    struct reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     if (err) {
         reply.err = err;
@@ -465,13 +463,9 @@ static void statfs_done(struct nc_client *c, void *arg, int err, COMPOUND4res *r
 void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                nc_callback cb, void *arg)
 {
-    struct small_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    if (!ctx)
         return;
-    }
-    ctx->cb = cb;
-    ctx->arg = arg;
     struct nc_compound cp;
     nc_compound_init(&cp, "statfs");
     nc_op_putfh(&cp, fh);
@@ -486,7 +480,7 @@ void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_
 
 static void access_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct small_ctx *ctx = arg;
+    struct reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     if (err) {
         reply.err = err;
@@ -506,13 +500,9 @@ static void access_done(struct nc_client *c, void *arg, int err, COMPOUND4res *r
 void nc_access(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                uint32_t want, nc_callback cb, void *arg)
 {
-    struct small_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    if (!ctx)
         return;
-    }
-    ctx->cb = cb;
-    ctx->arg = arg;
     struct nc_compound cp;
     nc_compound_init(&cp, "access");
     nc_op_putfh(&cp, fh);
