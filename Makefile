@@ -120,6 +120,9 @@ test: deps
 	$(MAKE) fault
 	$(MAKE) test-asan
 	$(MAKE) valgrind
+	@# The benchmark once, small, as a smoke test that it runs end to end
+	@# (--check fails on a missing figure; speed is never judged in tests).
+	$(MAKE) bench QUICK=1 BENCH_ARGS=--check
 
 # mount(8) looks for helpers in /sbin only, whatever PREFIX is.
 install: all
