@@ -7,8 +7,11 @@
  * hands out 0, 1 or 2, so "." and ".." take 1 and 2 and 0 is the start. One
  * NFS READDIR fetches more than a kernel buffer holds, so each open
  * directory keeps its last batch and serves the kernel's next calls from
- * it. A listing from offset 0 (opendir, rewinddir) always asks the server,
- * so that other clients' new files show at once.
+ * it, and reads the following batch ahead as soon as one arrives (READDIR
+ * goes cookie by cookie, so the server can only work on the next batch
+ * while the kernel takes in this one if we ask before the kernel does). A
+ * listing from offset 0 (opendir, rewinddir) always asks the server, so
+ * that other clients' new files show at once.
  *
  * Every entry handed to the kernel except "." and ".." counts a lookup, but
  * only once the kernel has taken the buffer.
@@ -38,27 +41,45 @@ struct dir_entry {
     struct nc_attr attr;
 };
 
+/* The entries of one READDIR: those that follow cookie `after`. */
+struct batch {
+    uint64_t after;
+    struct dir_entry *entries;
+    unsigned nentries;
+    bool eof;
+    uint64_t stamp; /* fs_attr_stamp() when its READDIR was sent */
+};
+
+struct fetch;
+
 struct dir_handle {
     struct fs_inode *inode;
     uint64_t cookieverf;
-    /* The batch in hand: the entries that follow cookie `batch_after`. */
     bool has_batch;
-    uint64_t batch_after;
-    struct dir_entry *entries;
-    unsigned nentries;
-    bool batch_eof;
-    uint64_t batch_stamp; /* fs_attr_stamp() when its READDIR was sent */
-    bool busy;            /* a READDIR is in flight (the kernel sends one at a time) */
+    struct batch cur; /* the batch the kernel is being served from */
+    /* The batch after cur, read ahead while the kernel takes cur in, so
+     * that the server and the kernel work at the same time. */
+    bool has_next;
+    struct batch next;
+    struct fetch *prefetch; /* its READDIR, while in flight */
+    bool busy;              /* a READDIR the kernel waits for is in flight */
+    bool released;          /* releasedir came while a read-ahead was in flight */
 };
 
-static void batch_free(struct dir_handle *dh)
+static void batch_clear(struct batch *b)
 {
-    for (unsigned i = 0; i < dh->nentries; i++)
-        free(dh->entries[i].name);
-    free(dh->entries);
-    dh->entries = NULL;
-    dh->nentries = 0;
-    dh->has_batch = false;
+    for (unsigned i = 0; i < b->nentries; i++)
+        free(b->entries[i].name);
+    free(b->entries);
+    memset(b, 0, sizeof(*b));
+}
+
+static void dir_handle_free(struct fs *fs, struct dir_handle *dh)
+{
+    batch_clear(&dh->cur);
+    batch_clear(&dh->next);
+    fs_inode_unref(fs, dh->inode);
+    free(dh);
 }
 
 void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
@@ -83,9 +104,10 @@ void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file
 {
     struct fs *fs = fs_from_req(req);
     struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
-    batch_free(dh);
-    fs_inode_unref(fs, dh->inode);
-    free(dh);
+    if (dh->prefetch)
+        dh->released = true; /* its reply frees the handle */
+    else
+        dir_handle_free(fs, dh);
     fuse_reply_err(req, 0);
 }
 
@@ -153,7 +175,7 @@ static bool page_add_entry(struct page *p, struct fs *fs, struct dir_handle *dh,
     struct fs_inode *inode = fs_inode_find_or_add(fs, &de->fh);
     if (!inode)
         return page_add_plain(p, de);
-    if (!fs_inode_set_attr(fs, inode, &de->attr, dh->batch_stamp) && !inode->attr_valid) {
+    if (!fs_inode_set_attr(fs, inode, &de->attr, dh->cur.stamp) && !inode->attr_valid) {
         /* We changed it after the server listed it and know no better: the
          * kernel keeps its own attributes. */
         fs_inode_put_if_unused(fs, inode);
@@ -191,14 +213,15 @@ static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle 
         const struct nc_attr *a = parent && parent->has_attr ? &parent->attr : &dh->inode->attr;
         full = !page_add_dot(&p, "..", a, DOTDOT_OFFSET);
     }
+    const struct batch *b = &dh->cur;
     unsigned i = 0;
-    if (after != dh->batch_after) {
-        while (i < dh->nentries && dh->entries[i].cookie != after)
+    if (after != b->after) {
+        while (i < b->nentries && b->entries[i].cookie != after)
             i++;
         i++; /* start after the entry whose cookie the kernel gave back */
     }
-    for (; !full && i < dh->nentries; i++)
-        full = !page_add_entry(&p, fs, dh, &dh->entries[i]);
+    for (; !full && i < b->nentries; i++)
+        full = !page_add_entry(&p, fs, dh, &b->entries[i]);
     int rc = fs_reply_buf(slot, p.buf, p.pos);
     for (size_t k = 0; k < p.nplaced; k++) {
         if (rc == 0)
@@ -211,79 +234,137 @@ static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle 
 }
 
 /* Does the batch hold what comes after `after`? */
-static bool batch_covers(const struct dir_handle *dh, uint64_t after)
+static bool batch_covers(const struct batch *b, uint64_t after)
 {
-    if (!dh->has_batch)
-        return false;
-    if (after == dh->batch_after)
+    if (after == b->after)
         return true;
-    for (unsigned i = 0; i < dh->nentries; i++) {
-        if (dh->entries[i].cookie == after)
+    for (unsigned i = 0; i < b->nentries; i++) {
+        if (b->entries[i].cookie == after)
             /* The batch continues past it, or the directory ends there. */
-            return i + 1 < dh->nentries || dh->batch_eof;
+            return i + 1 < b->nentries || b->eof;
     }
     return false;
 }
 
-struct readdir_ctx {
+/* What the kernel asked for, kept while the READDIR that answers it runs. */
+struct waiter {
     fuse_req_t req;
-    struct fs *fs;
-    struct dir_handle *dh;
     size_t size;
     uint64_t after;
     bool with_dot;
     bool with_dotdot;
     bool plus;
-    uint64_t stamp;
 };
 
-static void readdir_ctx_free(struct readdir_ctx *ctx)
-{
-    fs_req_assert_answered(ctx->req);
-    ctx->dh->busy = false;
-    free(ctx);
-}
+/* One READDIR in flight: for a waiting kernel request, or read ahead. */
+struct fetch {
+    struct fs *fs;
+    struct dir_handle *dh;
+    uint64_t after;
+    uint64_t stamp;
+    bool has_waiter;
+    struct waiter w;
+};
 
-static void readdir_done(void *arg, const struct nc_reply *r)
+static void start_fetch(struct fs *fs, struct dir_handle *dh, const struct nc_cred *cred,
+                        uint64_t after, uint32_t maxcount, struct fetch *f);
+
+/* Copies a READDIR reply into b; false when memory ran out. */
+static bool batch_fill(struct batch *b, const struct nc_reply *r, uint64_t after, uint64_t stamp)
 {
-    struct readdir_ctx *ctx = arg;
-    struct dir_handle *dh = ctx->dh;
-    if (r->err) {
-        fs_reply_err(&ctx->req, r->err);
-        readdir_ctx_free(ctx);
-        return;
-    }
-    batch_free(dh);
-    dh->entries = calloc(r->nentries ? r->nentries : 1, sizeof(*dh->entries));
-    if (!dh->entries) {
-        fs_reply_err(&ctx->req, -ENOMEM);
-        readdir_ctx_free(ctx);
-        return;
-    }
+    b->entries = calloc(r->nentries ? r->nentries : 1, sizeof(*b->entries));
+    if (!b->entries)
+        return false;
     for (uint32_t i = 0; i < r->nentries; i++) {
-        struct dir_entry *de = &dh->entries[i];
+        struct dir_entry *de = &b->entries[i];
         const struct nc_dirent *src = &r->entries[i];
         de->name = strdup(src->name);
         if (!de->name) {
-            batch_free(dh);
-            fs_reply_err(&ctx->req, -ENOMEM);
-            readdir_ctx_free(ctx);
-            return;
+            batch_clear(b);
+            return false;
         }
         de->cookie = src->cookie;
         de->has_attr = src->has_attr;
         de->fh = src->fh;
         de->attr = src->attr;
-        dh->nentries++;
+        b->nentries++;
     }
+    b->after = after;
+    b->eof = r->eof;
+    b->stamp = stamp;
+    return true;
+}
+
+/* Reads ahead the batch after cur, unless one is in hand or on its way. */
+static void maybe_prefetch(struct fs *fs, struct dir_handle *dh, const struct nc_cred *cred)
+{
+    const struct batch *b = &dh->cur;
+    if (!dh->has_batch || b->eof || b->nentries == 0 || dh->has_next || dh->prefetch)
+        return;
+    struct fetch *f = calloc(1, sizeof(*f));
+    if (!f)
+        return; /* only a read-ahead: the kernel's next call fetches it */
+    dh->prefetch = f;
+    start_fetch(fs, dh, cred, b->entries[b->nentries - 1].cookie, READDIR_BYTES_MAX, f);
+}
+
+static void serve(struct fs *fs, struct dir_handle *dh, struct waiter *w)
+{
+    reply_from_batch(&w->req, fs, dh, w->size, w->after, w->with_dot, w->with_dotdot, w->plus);
+}
+
+static void fetch_done(void *arg, const struct nc_reply *r)
+{
+    struct fetch *f = arg;
+    struct fs *fs = f->fs;
+    struct dir_handle *dh = f->dh;
+    if (dh->prefetch == f)
+        dh->prefetch = NULL;
+    if (!f->has_waiter) {
+        /* A read-ahead: kept for the kernel's next call, dropped on error
+         * (that call then asks again and gets the error itself). */
+        if (dh->released) {
+            dir_handle_free(fs, dh);
+        } else if (!r->err && batch_fill(&dh->next, r, f->after, f->stamp)) {
+            dh->has_next = true;
+            dh->cookieverf = r->cookieverf;
+        }
+        free(f);
+        return;
+    }
+    dh->busy = false;
+    if (r->err) {
+        fs_reply_err(&f->w.req, r->err);
+        goto out;
+    }
+    struct batch b = {0};
+    if (!batch_fill(&b, r, f->after, f->stamp)) {
+        fs_reply_err(&f->w.req, -ENOMEM);
+        goto out;
+    }
+    batch_clear(&dh->cur);
+    dh->cur = b;
     dh->has_batch = true;
-    dh->batch_after = ctx->after;
-    dh->batch_eof = r->eof;
-    dh->batch_stamp = ctx->stamp;
     dh->cookieverf = r->cookieverf;
-    reply_from_batch(&ctx->req, ctx->fs, dh, ctx->size, ctx->after, ctx->with_dot, ctx->with_dotdot,
-                     ctx->plus);
-    readdir_ctx_free(ctx);
+    /* Ask for the next batch before the kernel takes this one in. */
+    struct nc_cred cred;
+    fs_req_cred(fs, f->w.req, &cred);
+    maybe_prefetch(fs, dh, &cred);
+    serve(fs, dh, &f->w);
+out:
+    fs_req_assert_answered(f->w.req);
+    free(f);
+}
+
+static void start_fetch(struct fs *fs, struct dir_handle *dh, const struct nc_cred *cred,
+                        uint64_t after, uint32_t maxcount, struct fetch *f)
+{
+    f->fs = fs;
+    f->dh = dh;
+    f->after = after;
+    f->stamp = fs_attr_stamp(fs);
+    nc_readdir(fs->nc, cred, &dh->inode->fh, after, after ? dh->cookieverf : 0, maxcount,
+               fetch_done, f);
 }
 
 static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_info *fi, bool plus)
@@ -292,42 +373,62 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
     struct dir_handle *dh = (struct dir_handle *)(uintptr_t)fi->fh;
     /* Cookies are unsigned 64-bit; the kernel carries them as loff_t. */
     uint64_t pos = (uint64_t)off;
-    bool with_dot = pos == 0;
-    bool with_dotdot = pos <= DOT_OFFSET;
-    uint64_t after = pos <= DOTDOT_OFFSET ? 0 : pos;
-    if (pos != 0 && batch_covers(dh, after)) {
-        fuse_req_t slot = NULL;
-        fs_req_hold(&slot, req);
-        reply_from_batch(&slot, fs, dh, size, after, with_dot, with_dotdot, plus);
+    struct waiter w = {
+        .size = size,
+        .after = pos <= DOTDOT_OFFSET ? 0 : pos,
+        .with_dot = pos == 0,
+        .with_dotdot = pos <= DOT_OFFSET,
+        .plus = plus,
+    };
+    struct nc_cred cred;
+    fs_req_cred(fs, req, &cred);
+    /* A listing from the start always asks the server (see the top). */
+    if (pos != 0 && dh->has_batch && !batch_covers(&dh->cur, w.after) && dh->has_next &&
+        dh->next.after == w.after) {
+        batch_clear(&dh->cur);
+        dh->cur = dh->next;
+        memset(&dh->next, 0, sizeof(dh->next));
+        dh->has_next = false;
+        maybe_prefetch(fs, dh, &cred);
+    }
+    if (pos != 0 && dh->has_batch && batch_covers(&dh->cur, w.after)) {
+        fs_req_hold(&w.req, req);
+        serve(fs, dh, &w);
         return;
     }
     if (dh->busy) {
         fuse_reply_err(req, EBUSY);
         return;
     }
-    struct readdir_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
+    if (pos != 0 && dh->prefetch && dh->prefetch->after == w.after) {
+        /* What the read-ahead is fetching: wait for it rather than ask twice. */
+        fs_req_hold(&w.req, req);
+        dh->prefetch->has_waiter = true;
+        dh->prefetch->w = w;
+        dh->busy = true;
+        return;
+    }
+    struct fetch *f = calloc(1, sizeof(*f));
+    if (!f) {
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    fs_req_hold(&ctx->req, req);
-    ctx->fs = fs;
-    ctx->dh = dh;
-    ctx->size = size;
-    ctx->after = after;
-    ctx->with_dot = with_dot;
-    ctx->with_dotdot = with_dotdot;
-    ctx->plus = plus;
+    fs_req_hold(&w.req, req);
+    f->has_waiter = true;
+    f->w = w;
     dh->busy = true;
-    size_t want = size * 2;
+    /* A read-ahead that is no longer what comes next is dropped. */
+    if (dh->has_next) {
+        batch_clear(&dh->next);
+        dh->has_next = false;
+    }
+    /* The start of a listing comes in a small batch, so that the kernel
+     * gets to work at once while the bigger read-ahead batches follow. */
+    size_t want = w.after == 0 ? READDIR_BYTES_MIN : size * 2;
     uint32_t maxcount = want < READDIR_BYTES_MIN   ? READDIR_BYTES_MIN
                         : want > READDIR_BYTES_MAX ? READDIR_BYTES_MAX
                                                    : (uint32_t)want;
-    struct nc_cred cred;
-    fs_req_cred(fs, req, &cred);
-    ctx->stamp = fs_attr_stamp(fs);
-    nc_readdir(fs->nc, &cred, &dh->inode->fh, after, after ? dh->cookieverf : 0, maxcount,
-               readdir_done, ctx);
+    start_fetch(fs, dh, &cred, w.after, maxcount, f);
 }
 
 void fs_op_readdirplus(fuse_req_t req, fuse_ino_t ino FS_UNUSED, size_t size, off_t off,

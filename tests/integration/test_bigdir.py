@@ -24,3 +24,21 @@ def test_ten_thousand_entries(nfs_server, mount_efsfuse):
     assert {e.name for e in entries} == names
     assert all(e.is_file(follow_symlinks=False) for e in entries)
     assert all(e.stat(follow_symlinks=False).st_size == 0 for e in entries[::97])
+
+    # Listings abandoned part way (closedir while the next batch is being
+    # read ahead), then rewound and repeated, all give every entry once.
+    for stop_after in (1, 700, 6000):
+        it = os.scandir(fresh.path / "big-dir")
+        for _ in range(stop_after):
+            next(it)
+        it.close()
+    fd = os.open(fresh.path / "big-dir", os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for _ in range(2):
+            os.lseek(fd, 0, os.SEEK_SET)
+            assert sorted(os.listdir(fd)) == sorted(names)
+    finally:
+        os.close(fd)
+    # Entries added after a listing began are seen by the next listing.
+    (d / "late-comer").touch()
+    assert len(os.listdir(fresh.path / "big-dir")) == N + 1
