@@ -95,8 +95,9 @@ test-asan:
 	$(MAKE) SANITIZE=address,undefined fault
 
 # The userspace TCP delay/fault proxy the benchmarks and fault tests use.
-fault: $(FAULT_BIN)
-	TCPPROXY_BIN=$(abspath $(FAULT_BIN)) $(PYTEST) -q tests/fault $(PYTEST_ARGS)
+fault: all $(FAULT_BIN)
+	EFSFUSE_BIN=$(abspath $(BUILD)/efsfuse) TCPPROXY_BIN=$(abspath $(FAULT_BIN)) \
+	    $(PYTEST) -q tests/fault $(PYTEST_ARGS)
 
 # Benchmarks against the NFS and FUSE ceilings and a local disk (see README).
 BENCH_TOOLS = $(BUILD)/efsfuse $(BENCH_BIN) $(FAULT_BIN)

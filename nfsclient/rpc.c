@@ -53,12 +53,15 @@ struct nc_call {
     bool is_null;
     unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
     size_t len;
-    uint64_t sent_at; /* 0 until fully written on the current connection */
+    uint64_t sent_at;   /* 0 until fully written on the current connection */
     bool on_wire;       /* counted in rpc->in_flight */
     uint64_t queued_at; /* soft mounts give up on it at queued_at + soft deadline */
     bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
     unsigned delay_ms;  /* backoff for the next such resend */
     uint64_t resend_at; /* while parked on the delayed list */
+    /* Written (at least partly) on a connection that broke before the
+     * answer: the server may have executed it already. */
+    bool resent;
     nc_rpc_done done;
     void *ctx;
 };
@@ -98,6 +101,7 @@ struct nc_rpc {
     uint64_t probe_sent_at; /* an unanswered NULL liveness probe, or 0 */
     uint64_t reconnect_at;
     unsigned backoff_ms;
+    bool answering_resent; /* during a done callback: that call's .resent */
     char last_error[320];
 };
 
@@ -216,6 +220,8 @@ static void close_socket(struct nc_rpc *rpc)
     rpc->send_next = rpc->head;
     rpc->send_off = 0;
     for (struct nc_call *c = rpc->head; c; c = c->next) {
+        if (c->on_wire)
+            c->resent = true;
         c->sent_at = 0;
         c->on_wire = false;
     }
@@ -258,6 +264,11 @@ const char *nc_rpc_last_error(const struct nc_rpc *rpc)
 void nc_rpc_set_auto_reconnect(struct nc_rpc *rpc, bool on)
 {
     rpc->auto_reconnect = on;
+}
+
+bool nc_rpc_answer_resent(const struct nc_rpc *rpc)
+{
+    return rpc->answering_resent;
 }
 
 bool nc_rpc_connected(const struct nc_rpc *rpc)
@@ -341,8 +352,8 @@ static void connection_failed(struct nc_rpc *rpc, int err, const char *why)
     }
     close_socket(rpc);
     rpc->reconnect_at = nc_now_ms() + rpc->backoff_ms;
-    rpc->backoff_ms = rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-                                                             : rpc->backoff_ms * 2;
+    rpc->backoff_ms =
+        rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : rpc->backoff_ms * 2;
 }
 
 static void connection_up(struct nc_rpc *rpc)
@@ -353,8 +364,7 @@ static void connection_up(struct nc_rpc *rpc)
     rpc->backoff_ms = RECONNECT_MIN_MS;
     rpc->connect_started = 0;
     if (rpc->reported_down) {
-        elog_info(NC_COMPONENT, "reconnected to %s; resending %u requests", rpc->peer,
-                  rpc->ncalls);
+        elog_info(NC_COMPONENT, "reconnected to %s; resending %u requests", rpc->peer, rpc->ncalls);
         rpc->reported_down = false;
     }
 }
@@ -546,8 +556,8 @@ static int reply_header(struct nc_rpc *rpc, const unsigned char *p, size_t len, 
     if (reply_stat == 1) { /* MSG_DENIED */
         uint32_t reject = len >= 16 ? get_be32(p + 12) : 0;
         if (reject == 0) {
-            snprintf(rpc->last_error, sizeof(rpc->last_error),
-                     "server %s rejected the RPC version", rpc->peer);
+            snprintf(rpc->last_error, sizeof(rpc->last_error), "server %s rejected the RPC version",
+                     rpc->peer);
             return -EPROTONOSUPPORT;
         }
         snprintf(rpc->last_error, sizeof(rpc->last_error),
@@ -574,7 +584,8 @@ static int reply_header(struct nc_rpc *rpc, const unsigned char *p, size_t len, 
     case 2:
         snprintf(rpc->last_error, sizeof(rpc->last_error),
                  "server %s does not support NFS version 4 (supports %u to %u)", rpc->peer,
-                 off + 8 <= len ? get_be32(p + off) : 0, off + 8 <= len ? get_be32(p + off + 4) : 0);
+                 off + 8 <= len ? get_be32(p + off) : 0,
+                 off + 8 <= len ? get_be32(p + off + 4) : 0);
         return -EPROTONOSUPPORT;
     case 3:
         return -ENOSYS;
@@ -636,7 +647,9 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
                        res.tag.utf8string_val ? res.tag.utf8string_val : "", name ? name : "?",
                        res.resarray.resarray_len, res.resarray.resarray_len);
         }
+        rpc->answering_resent = call->resent;
         call->done(rpc->client, call->ctx, 0, &res);
+        rpc->answering_resent = false;
     }
     zdr_destroy(&zdr);
     call_free(call);
@@ -753,8 +766,8 @@ int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd)
         return 0;
     pfd->fd = rpc->fd;
     pfd->events = POLLIN;
-    bool can_send = rpc->send_next &&
-                    (rpc->send_next->on_wire || rpc->in_flight < rpc->max_inflight);
+    bool can_send =
+        rpc->send_next && (rpc->send_next->on_wire || rpc->in_flight < rpc->max_inflight);
     if (rpc->state == CONN_CONNECTING || (rpc->state == CONN_UP && can_send))
         pfd->events |= POLLOUT;
     pfd->revents = 0;
