@@ -38,7 +38,13 @@
 #define MAX_RECORD (64u << 20)
 #define RECV_CHUNK (256u << 10)
 #define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 5000
+/* Both bound how long a healed network waits for us: a connect attempt in
+ * progress when the path heals succeeds with the kernel's next SYN (1 s, 3 s,
+ * 7 s after the first) or is abandoned within CONNECT_ATTEMPT_MAX_MS, and the
+ * next one starts at most RECONNECT_MAX_MS later: about 4 s in all. SYNs are
+ * cheap, so nothing is saved by waiting longer. */
+#define RECONNECT_MAX_MS 2000
+#define CONNECT_ATTEMPT_MAX_MS 2000
 #define SEND_IOV_MAX 64
 #define DELAY_MIN_MS 50
 #define DELAY_MAX_MS 2000
@@ -801,6 +807,11 @@ void nc_rpc_handle(struct nc_rpc *rpc, short revents)
 
 static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now);
 
+static uint32_t connect_attempt_ms(const struct nc_rpc *rpc)
+{
+    return rpc->timeout_ms < CONNECT_ATTEMPT_MAX_MS ? rpc->timeout_ms : CONNECT_ATTEMPT_MAX_MS;
+}
+
 /*
  * When the connection must be checked again (0: nothing outstanding). It is
  * declared dead only when a request is overdue, the server has sent nothing
@@ -918,7 +929,7 @@ static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now)
     if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at)
         return rpc->reconnect_at > now ? (int)(rpc->reconnect_at - now) : 0;
     if (rpc->state == CONN_CONNECTING) {
-        uint64_t due = rpc->connect_started + rpc->timeout_ms;
+        uint64_t due = rpc->connect_started + connect_attempt_ms(rpc);
         return due > now ? (int)(due - now) : 0;
     }
     uint64_t due = liveness_due(rpc);
@@ -944,7 +955,7 @@ void nc_rpc_tick(struct nc_rpc *rpc)
     }
     if (rpc->state == CONN_CONNECTING) {
         /* A SYN into a black hole: give up like a lost reply would. */
-        if (now >= rpc->connect_started + rpc->timeout_ms)
+        if (now >= rpc->connect_started + connect_attempt_ms(rpc))
             connection_failed(rpc, -ETIMEDOUT, "connection attempt timed out");
         return;
     }

@@ -158,3 +158,53 @@ def test_partition_hard_waits_soft_fails_in_time(efsfuse_bin, netpair, ns_server
           f"{len(during)} errors (errno {sorted({e for _, _, e in during})}), latency "
           f"{latencies[0]:.2f}..{latencies[-1]:.2f} s (limit {TIMEO * RETRANS} s), usable again "
           f"{soft_ok:.2f} s after healing")
+
+
+@pytest.mark.needs_efsfuse
+def test_black_hole_default_timeo_replaced_after_healing(efsfuse_bin, netpair, ns_server,
+                                                        ns_mount):
+    """The same drop for 20 s under a hard mount with the default timeo (10 s):
+    TCP itself would retry the old connection only at its next backed-off
+    retransmission, so efsfuse must give it up (NULL probe unanswered) and
+    have a new connection working within 5 s of healing."""
+    hole, within = 20, 5
+    m = ns_mount([])
+    root = m.path / f"blackhole-{time.monotonic_ns()}"
+    root.mkdir()
+    work = Workload(root, seed=77)
+    stop = threading.Event()
+    thread = threading.Thread(target=work.run, args=(stop,), daemon=True)
+    thread.start()
+    try:
+        time.sleep(2)
+        assert work.done > 0, "no progress before the black hole"
+        netpair.partition()
+        cut = time.time()
+        time.sleep(hole)
+        done_at_heal = work.done
+        netpair.heal()
+        healed, healed_mono = time.time(), time.monotonic()
+        while time.monotonic() < healed_mono + 30 and work.done == done_at_heal \
+                and not work.errors:
+            time.sleep(0.05)
+        resumed = time.monotonic() - healed_mono
+        time.sleep(1)
+    finally:
+        stop.set()
+        thread.join(60)
+    assert not thread.is_alive(), "the worker hung"
+    log = m.stderr()
+    assert not work.errors, f"app-visible errors: {work.errors}\n{log[-3000:]}"
+    assert work.done > done_at_heal, f"no progress after healing:\n{log[-3000:]}"
+    lost = [t for t, _ in log_events(log, r"not responding") if t >= cut]
+    assert lost, f"the black hole was never detected:\n{log[-3000:]}"
+    assert resumed < within, f"resumed {resumed:.1f} s after healing:\n{log[-3000:]}"
+    assert diff_trees(snapshot(root), work.expected()) == []
+    m.unmount()
+    exported = ns_server.export / root.relative_to(m.path)
+    assert diff_trees(snapshot(exported), work.expected()) == []
+    back = [t for t, _ in log_events(log, r"^reconnected to") if t >= cut]
+    print(f"\nblack hole {hole} s, timeo=10: 'not responding' at "
+          f"{[round(t - cut, 2) for t in lost]} s, reconnected at "
+          f"{[round(t - cut, 2) for t in back]} s after the cut; healed at "
+          f"{healed - cut:.2f} s; work resumed {resumed:.2f} s after healing")
