@@ -653,6 +653,11 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
                        res.tag.utf8string_val ? res.tag.utf8string_val : "", name ? name : "?",
                        res.resarray.resarray_len, res.resarray.resarray_len);
         }
+        if (call->resent)
+            elog_debug(NC_COMPONENT, "%.*s resent after a reconnect: %s",
+                       (int)res.tag.utf8string_len,
+                       res.tag.utf8string_val ? res.tag.utf8string_val : "",
+                       res.status == NFS4_OK ? "OK" : nc_status_name(res.status));
         rpc->answering_resent = call->resent;
         call->done(rpc->client, call->ctx, 0, &res);
         rpc->answering_resent = false;

@@ -8,6 +8,7 @@ retransmissions must not surface as ENOENT/EEXIST. No operation may fail,
 and the tree must equal the workload's model, through the mount and in the
 export after unmount.
 """
+import re
 import threading
 import time
 
@@ -49,6 +50,13 @@ def test_resets_during_mixed_workload(efsfuse_bin, nfs_server, mount_efsfuse, fa
     assert len(resets) >= 3, f"only {len(resets)} reconnects: the test did not test:\n" \
                              f"{m.stderr()[-3000:]}"
 
+    # Nothing else went wrong underneath (e.g. an open-owner losing its
+    # sequence because a replayed OPEN or CLOSE was answered wrongly).
+    unexpected = [e for _, e in log_events(m.stderr(), r"") if not re.search(
+        r"^(server .*: Connection reset by peer; reconnecting|reconnected to|"
+        r".* resent after a reconnect )", e)]
+    levels = re.findall(r"^\S+ efsfuse\[\d+\] (warn|error) nfs: (.*)$", m.stderr(), re.M)
+    assert not [msg for _, msg in levels if msg in unexpected], levels
     for w in work:
         assert diff_trees(snapshot(w.root), w.expected()) == [], f"{w.root} through the mount"
     m.unmount()
