@@ -127,6 +127,7 @@ class NetPair:
         self.client_addr = f"10.{x}.{y}.1"
         self.server_addr = f"10.{x}.{y}.2"
         self.made = []
+        self.partitioned = False
         try:
             for ns in (self.client_ns, self.server_ns):
                 run(["ip", "netns", "add", ns])
@@ -156,9 +157,14 @@ class NetPair:
                  "  chain out { type filter hook output priority -10; policy drop; }\n"
                  "}\n")
         run(["ip", "netns", "exec", self.server_ns, "nft", "-f", "-"], input=rules)
+        self.partitioned = True
 
     def heal(self):
-        run(["ip", "netns", "exec", self.server_ns, "nft", "delete", "table", "inet", "efsfault"])
+        """Ends the partition (if any): safe to call again in a finally."""
+        if self.partitioned:
+            run(["ip", "netns", "exec", self.server_ns, "nft", "delete", "table", "inet",
+                 "efsfault"])
+            self.partitioned = False
 
     def remove(self):
         for ns in reversed(self.made):

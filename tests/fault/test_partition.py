@@ -122,6 +122,7 @@ def test_partition_hard_waits_soft_fails_in_time(efsfuse_bin, netpair, ns_server
                 time.sleep(0.2)
         time.sleep(1)
     finally:
+        netpair.heal()  # (already, unless the test failed on the way)
         stop.set()
         soft_stop.set()
         for t in threads:
@@ -190,6 +191,7 @@ def test_black_hole_default_timeo_replaced_after_healing(efsfuse_bin, netpair, n
         resumed = time.monotonic() - healed_mono
         time.sleep(1)
     finally:
+        netpair.heal()
         stop.set()
         thread.join(60)
     assert not thread.is_alive(), "the worker hung"
