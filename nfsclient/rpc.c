@@ -213,9 +213,20 @@ int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rp
     return 0;
 }
 
-static void close_socket(struct nc_rpc *rpc)
+/*
+ * discard: the connection failed. Closing with an RST (linger 0) drops what
+ * the kernel has not yet delivered; otherwise it would keep retransmitting
+ * those requests after we close, and once a partition heals the server
+ * could run a stale copy after we resent it and moved on (a REMOVE of a name
+ * made again since).
+ */
+static void close_socket(struct nc_rpc *rpc, bool discard)
 {
     rpc->probe_sent_at = 0;
+    if (rpc->fd >= 0 && discard) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(rpc->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
     if (rpc->fd >= 0)
         close(rpc->fd);
     rpc->fd = -1;
@@ -236,7 +247,7 @@ static void close_socket(struct nc_rpc *rpc)
 
 void nc_rpc_abort(struct nc_rpc *rpc, int err)
 {
-    close_socket(rpc);
+    close_socket(rpc, false);
     rpc->auto_reconnect = false;
     while (rpc->delayed) {
         struct nc_call *call = rpc->delayed;
@@ -356,7 +367,7 @@ static void connection_failed(struct nc_rpc *rpc, int err, const char *why)
                   rpc->ncalls);
         rpc->reported_down = true;
     }
-    close_socket(rpc);
+    close_socket(rpc, true);
     rpc->reconnect_at = nc_now_ms() + rpc->backoff_ms;
     rpc->backoff_ms =
         rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : rpc->backoff_ms * 2;

@@ -166,6 +166,11 @@ class NetPair:
                  "efsfault"])
             self.partitioned = False
 
+    def client_sockets(self):
+        """ss lines (state first) of the TCP sockets in the client's namespace."""
+        r = run(["ip", "netns", "exec", self.client_ns, "ss", "-Htan"])
+        return [line for line in r.stdout.splitlines() if line.strip()]
+
     def remove(self):
         for ns in reversed(self.made):
             subprocess.run(["ip", "netns", "del", ns], capture_output=True, timeout=30)
