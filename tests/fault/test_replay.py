@@ -8,11 +8,12 @@ again on a new connection, to a server that has already done it:
   - REMOVE, RENAME, CREATE (mkdir, symlink), LINK are not idempotent and the
     retransmission fails (NOENT, EXIST); efsfuse must recognise its own work
     and answer success;
-  - OPEN and CLOSE carry an open-owner seqid: the server's replay cache
+  - OPEN, CLOSE, LOCK, LOCKU carry an owner seqid: the server's replay cache
     (per owner, not per connection) must answer the retransmission with the
     original reply, and the owner must stay in sequence.
 Every application call must succeed and the tree must be as asked.
 """
+import fcntl
 import os
 import socket
 import struct
@@ -238,6 +239,13 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
     lose_reply("remove", lambda: os.rmdir(d / "dir"))
     assert sorted(os.listdir(d)) == ["file", "sym", "warmup"]
 
+    # LOCK and LOCKU: lock-owner seqid replay
+    with open(d / "file", "r+b") as f:
+        lose_reply("lock", lambda: fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, 0))
+        lose_reply("locku", lambda: fcntl.lockf(f, fcntl.LOCK_UN, 2, 0))
+        fcntl.lockf(f, fcntl.LOCK_EX | fcntl.LOCK_NB, 2, 0)  # still in sequence
+        fcntl.lockf(f, fcntl.LOCK_UN, 2, 0)
+
     # The open-owners kept their sequence: opens and closes still work.
     for i in range(5):
         (d / f"after{i}").write_bytes(b"x" * i)
@@ -248,7 +256,7 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
     for kind in ("CREATE of 'dir'", "CREATE of 'sym'", "LINK of 'hard'", "RENAME of 'moved'",
                  "REMOVE of 'moved'", "REMOVE of 'dir'"):
         assert any(e.startswith(kind) for e in settled), (kind, settled)
-    replays = [e for _, e in log_events(log, r"^(open|close) resent after a reconnect")]
+    replays = [e for _, e in log_events(log, r"^(open|close|lock|locku) resent after a reconnect")]
     assert replays and all(e.endswith(": OK") for e in replays), replays
     m.unmount()
     exported = nfs_server.export / d.name
