@@ -13,14 +13,37 @@
 #include <string.h>
 #include <sys/stat.h>
 
+/*
+ * Operations that are not idempotent, when retransmitted after a reconnect,
+ * can fail only because their first transmission succeeded and its answer
+ * was lost with the connection. Each kind names the failure that can mean
+ * that and how to tell (see resent_check).
+ */
+enum resent_kind {
+    RESENT_NONE,
+    RESENT_REMOVE, /* NOENT: the name is gone, which is all REMOVE promises */
+    RESENT_RENAME, /* NOENT: done if the new name exists */
+    RESENT_CREATE, /* EXIST: done if the name is an object of our type (and target) */
+    RESENT_LINK,   /* EXIST: done if the name is our file */
+};
+
 /* How to read a reply: the op indices of interest (-1 = none). */
 struct meta_ctx {
     nc_callback cb;
     void *arg;
     nfs_opnum4 main_op;
-    int main_index;   /* the operation whose status is the result */
-    int attr_index;   /* GETATTR of the object */
+    int main_index;    /* the operation whose status is the result */
+    int attr_index;    /* GETATTR of the object */
     int dirattr_index; /* GETATTR of the parent directory */
+    /* what to verify when a retransmission fails (RESENT_NONE: nothing) */
+    enum resent_kind resent;
+    struct nc_cred cred;
+    struct nc_fh check_dir;
+    char *check_name;
+    uint32_t check_type;   /* RESENT_CREATE: S_IF* of the object made */
+    char *check_target;    /* RESENT_CREATE of a symlink */
+    struct nc_fh check_fh; /* RESENT_LINK: the file linked */
+    int first_err;         /* the retransmission's own error, if the check fails */
 };
 
 static struct meta_ctx *meta_ctx_new(nc_callback cb, void *arg)
@@ -32,6 +55,28 @@ static struct meta_ctx *meta_ctx_new(nc_callback cb, void *arg)
     m->arg = arg;
     m->main_index = m->attr_index = m->dirattr_index = -1;
     return m;
+}
+
+static void meta_ctx_free(struct meta_ctx *m)
+{
+    if (!m)
+        return;
+    free(m->check_name);
+    free(m->check_target);
+    free(m);
+}
+
+/* Arms the check of a retransmission of a non-idempotent operation on
+ * dir/name. Out of memory only loses the check, not the operation. */
+static void meta_set_resent(struct meta_ctx *m, enum resent_kind kind, const struct nc_cred *cred,
+                            const struct nc_fh *dir, const char *name)
+{
+    m->check_name = strdup(name);
+    if (!m->check_name)
+        return;
+    m->resent = kind;
+    m->cred = *cred;
+    m->check_dir = *dir;
 }
 
 static int getattr_at(COMPOUND4res *res, int index, struct nc_attr *attr)
@@ -61,6 +106,114 @@ static int main_status(COMPOUND4res *res, int main_index)
     return res->status;
 }
 
+static const char *resent_name(enum resent_kind kind)
+{
+    switch (kind) {
+    case RESENT_REMOVE:
+        return "REMOVE";
+    case RESENT_RENAME:
+        return "RENAME";
+    case RESENT_CREATE:
+        return "CREATE";
+    case RESENT_LINK:
+        return "LINK";
+    default:
+        return "?";
+    }
+}
+
+/* The answer to the LOOKUP of resent_check: does the name show that the
+ * first transmission did what was asked? */
+static void resent_check_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
+{
+    struct meta_ctx *m = arg;
+    struct nc_reply reply = {0};
+    bool done = false;
+    if (!err && res->status == NFS4_OK) {
+        nc_res_find_fh(res, &reply.fh);
+        reply.has_attr = getattr_at(res, 3, &reply.attr) == 0;
+        switch (m->resent) {
+        case RESENT_RENAME:
+            done = true;
+            break;
+        case RESENT_CREATE:
+            done = reply.has_attr && (reply.attr.mode & S_IFMT) == m->check_type;
+            if (done && m->check_target) {
+                nfs_resop4 *r = nc_res_op(res, 4, OP_READLINK);
+                linktext4 *lt = r ? &r->nfs_resop4_u.opreadlink.READLINK4res_u.resok4.link : NULL;
+                done = lt && lt->utf8string_len == strlen(m->check_target) &&
+                       memcmp(lt->utf8string_val, m->check_target, lt->utf8string_len) == 0;
+            }
+            break;
+        case RESENT_LINK:
+            done = reply.fh.len == m->check_fh.len &&
+                   memcmp(reply.fh.data, m->check_fh.data, reply.fh.len) == 0;
+            break;
+        default:
+            break;
+        }
+    }
+    if (done) {
+        elog_info(NC_COMPONENT,
+                  "%s of '%s' resent after a reconnect had been done the first time; "
+                  "answering success",
+                  resent_name(m->resent), m->check_name);
+        if (m->resent == RESENT_RENAME)
+            reply = (struct nc_reply){0}; /* rename answers no object */
+    } else {
+        reply = nc_reply_err(m->first_err);
+    }
+    m->cb(m->arg, &reply);
+    meta_ctx_free(m);
+}
+
+/*
+ * A retransmitted non-idempotent operation failed with st. Returns true when
+ * that is settled here: the answer has been given (REMOVE), or a LOOKUP was
+ * sent to find out whether the first transmission succeeded.
+ */
+static bool resent_check(struct nc_client *c, struct meta_ctx *m, int st)
+{
+    bool noent = st == NFS4ERR_NOENT;
+    bool exist = st == NFS4ERR_EXIST;
+    switch (m->resent) {
+    case RESENT_REMOVE:
+        if (!noent)
+            return false;
+        elog_info(NC_COMPONENT,
+                  "REMOVE of '%s' resent after a reconnect found the name gone; answering "
+                  "success",
+                  m->check_name);
+        struct nc_reply reply = {0};
+        m->cb(m->arg, &reply);
+        meta_ctx_free(m);
+        return true;
+    case RESENT_RENAME:
+        if (!noent)
+            return false;
+        break;
+    case RESENT_CREATE:
+    case RESENT_LINK:
+        if (!exist)
+            return false;
+        break;
+    default:
+        return false;
+    }
+    m->first_err = nc_status_to_errno(st);
+    struct nc_compound cp;
+    nc_compound_init(&cp, "resent-check");
+    nc_op_putfh(&cp, &m->check_dir);
+    nc_op_lookup(&cp, m->check_name);
+    nc_op_getfh(&cp);
+    nc_op_getattr(&cp); /* index 3, read by resent_check_done */
+    if (m->check_target)
+        nc_compound_add(&cp, OP_READLINK); /* index 4 */
+    nc_send(c, &m->cred, &cp, 0, resent_check_done, m);
+    nc_compound_free(&cp);
+    return true;
+}
+
 static void meta_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
     struct meta_ctx *m = arg;
@@ -70,6 +223,9 @@ static void meta_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         goto out;
     }
     int st = main_status(res, m->main_index);
+    if (st != NFS4_OK && m->resent != RESENT_NONE && nc_rpc_answer_resent(c->rpc) &&
+        resent_check(c, m, st))
+        return;
     if (st != NFS4_OK) {
         reply.err = nc_status_to_errno(st);
         goto out;
@@ -79,7 +235,7 @@ static void meta_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     reply.has_dir_attr = getattr_at(res, m->dirattr_index, &reply.dir_attr) == 0;
 out:
     m->cb(m->arg, &reply);
-    free(m);
+    meta_ctx_free(m);
 }
 
 static void send_meta(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
@@ -224,9 +380,29 @@ void nc_readlink(struct nc_client *c, const struct nc_cred *cred, const struct n
 
 /* --- creating non-regular objects --- */
 
-static void create_object(struct nc_client *c, const struct nc_cred *cred,
-                          const struct nc_fh *dir, const char *name, const createtype4 *type,
-                          uint32_t mode, nc_callback cb, void *arg)
+static uint32_t create_type_mode(nfs_ftype4 type)
+{
+    switch (type) {
+    case NF4DIR:
+        return S_IFDIR;
+    case NF4LNK:
+        return S_IFLNK;
+    case NF4FIFO:
+        return S_IFIFO;
+    case NF4SOCK:
+        return S_IFSOCK;
+    case NF4CHR:
+        return S_IFCHR;
+    case NF4BLK:
+        return S_IFBLK;
+    default:
+        return 0;
+    }
+}
+
+static void create_object(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,
+                          const char *name, const createtype4 *type, uint32_t mode, nc_callback cb,
+                          void *arg)
 {
     META_START(cb, arg);
     nc_compound_init(&cp, "create");
@@ -245,6 +421,14 @@ static void create_object(struct nc_client *c, const struct nc_cred *cred,
     nc_compound_add(&cp, OP_RESTOREFH);
     m->dirattr_index = current_index(&cp);
     nc_op_getattr(&cp);
+    meta_set_resent(m, RESENT_CREATE, cred, dir, name);
+    m->check_type = create_type_mode(type->type);
+    if (type->type == NF4LNK) {
+        const utf8string *t = &type->createtype4_u.linkdata;
+        m->check_target = strndup(t->utf8string_val, t->utf8string_len);
+        if (!m->check_target)
+            m->resent = RESENT_NONE;
+    }
     send_meta(c, cred, &cp, m);
 }
 
@@ -305,6 +489,7 @@ void nc_remove(struct nc_client *c, const struct nc_cred *cred, const struct nc_
     a->nfs_argop4_u.opremove.target.utf8string_len = (u_int)strlen(name);
     m->dirattr_index = current_index(&cp);
     nc_op_getattr(&cp);
+    meta_set_resent(m, RESENT_REMOVE, cred, dir, name);
     send_meta(c, cred, &cp, m);
 }
 
@@ -325,6 +510,7 @@ void nc_rename(struct nc_client *c, const struct nc_cred *cred, const struct nc_
     a->nfs_argop4_u.oprename.newname.utf8string_len = (u_int)strlen(to_name);
     m->dirattr_index = current_index(&cp);
     nc_op_getattr(&cp);
+    meta_set_resent(m, RESENT_RENAME, cred, to_dir, to_name);
     send_meta(c, cred, &cp, m);
 }
 
@@ -345,6 +531,8 @@ void nc_link(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
     nc_compound_add(&cp, OP_RESTOREFH);
     m->attr_index = current_index(&cp);
     nc_op_getattr(&cp);
+    meta_set_resent(m, RESENT_LINK, cred, dir, name);
+    m->check_fh = *fh;
     send_meta(c, cred, &cp, m);
 }
 
@@ -409,8 +597,7 @@ out:
 }
 
 void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,
-                uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb,
-                void *arg)
+                uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb, void *arg)
 {
     struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
     if (!ctx)
@@ -425,8 +612,8 @@ void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc
     memcpy(ra->cookieverf, &cookieverf, sizeof(ra->cookieverf));
     ra->dircount = maxcount / 4 > 8192 ? maxcount / 4 : 8192;
     ra->maxcount = maxcount;
-    cp.bitmaps[idx][0] = nc_attr_mask_std[0] | (1u << FATTR4_FILEHANDLE) |
-                         (1u << FATTR4_RDATTR_ERROR);
+    cp.bitmaps[idx][0] =
+        nc_attr_mask_std[0] | (1u << FATTR4_FILEHANDLE) | (1u << FATTR4_RDATTR_ERROR);
     cp.bitmaps[idx][1] = nc_attr_mask_std[1];
     ra->attr_request.bitmap4_len = 2;
     ra->attr_request.bitmap4_val = cp.bitmaps[idx];

@@ -56,7 +56,7 @@ typedef void (*nc_rpc_done)(struct nc_client *c, void *ctx, int err, COMPOUND4re
 struct nc_rpc_config {
     uint32_t request_timeout_ms;
     uint64_t soft_deadline_ms; /* 0 = hard: wait forever; else fail calls older than this */
-    uint32_t max_inflight; /* calls written and not yet answered, at most */
+    uint32_t max_inflight;     /* calls written and not yet answered, at most */
 };
 
 int nc_rpc_new(struct nc_rpc **out, struct nc_client *owner, const struct nc_rpc_config *cfg);
@@ -83,6 +83,12 @@ void nc_rpc_tick(struct nc_rpc *rpc);
 unsigned nc_rpc_pending(const struct nc_rpc *rpc);
 /* Fails every call with err and closes the socket (no reconnect). */
 void nc_rpc_abort(struct nc_rpc *rpc, int err);
+/* Only inside a done callback with a reply: whether the call had been written
+ * on an earlier connection that broke before its answer. The server may then
+ * have executed it already (its duplicate request cache need not outlive the
+ * connection), so a non-idempotent call can fail only because it succeeded
+ * the first time: REMOVE with NOENT, CREATE or LINK with EXIST. */
+bool nc_rpc_answer_resent(const struct nc_rpc *rpc);
 /* The reason the connection last failed, for error messages. */
 const char *nc_rpc_last_error(const struct nc_rpc *rpc);
 
@@ -152,7 +158,7 @@ struct nc_open {
     struct nc_open *next; /* in owner's list */
     struct nc_owner *owner;
     unsigned refs;
-    unsigned epoch; /* the client id it was opened under (see nc_client.epoch) */
+    unsigned epoch;      /* the client id it was opened under (see nc_client.epoch) */
     struct nc_cred cred; /* of the first opener: CLOSE and lock bookkeeping use it */
     struct nc_fh fh;
     stateid4 stateid;

@@ -38,7 +38,13 @@
 #define MAX_RECORD (64u << 20)
 #define RECV_CHUNK (256u << 10)
 #define RECONNECT_MIN_MS 100
-#define RECONNECT_MAX_MS 5000
+/* Both bound how long a healed network waits for us: a connect attempt in
+ * progress when the path heals succeeds with the kernel's next SYN (1 s, 3 s,
+ * 7 s after the first) or is abandoned within CONNECT_ATTEMPT_MAX_MS, and the
+ * next one starts at most RECONNECT_MAX_MS later: about 4 s in all. SYNs are
+ * cheap, so nothing is saved by waiting longer. */
+#define RECONNECT_MAX_MS 2000
+#define CONNECT_ATTEMPT_MAX_MS 2000
 #define SEND_IOV_MAX 64
 #define DELAY_MIN_MS 50
 #define DELAY_MAX_MS 2000
@@ -53,12 +59,15 @@ struct nc_call {
     bool is_null;
     unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
     size_t len;
-    uint64_t sent_at; /* 0 until fully written on the current connection */
+    uint64_t sent_at;   /* 0 until fully written on the current connection */
     bool on_wire;       /* counted in rpc->in_flight */
     uint64_t queued_at; /* soft mounts give up on it at queued_at + soft deadline */
     bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
     unsigned delay_ms;  /* backoff for the next such resend */
     uint64_t resend_at; /* while parked on the delayed list */
+    /* Written (at least partly) on a connection that broke before the
+     * answer: the server may have executed it already. */
+    bool resent;
     nc_rpc_done done;
     void *ctx;
 };
@@ -98,6 +107,7 @@ struct nc_rpc {
     uint64_t probe_sent_at; /* an unanswered NULL liveness probe, or 0 */
     uint64_t reconnect_at;
     unsigned backoff_ms;
+    bool answering_resent; /* during a done callback: that call's .resent */
     char last_error[320];
 };
 
@@ -203,9 +213,20 @@ int nc_rpc_new(struct nc_rpc **out, struct nc_client *client, const struct nc_rp
     return 0;
 }
 
-static void close_socket(struct nc_rpc *rpc)
+/*
+ * discard: the connection failed. Closing with an RST (linger 0) drops what
+ * the kernel has not yet delivered; otherwise it would keep retransmitting
+ * those requests after we close, and once a partition heals the server
+ * could run a stale copy after we resent it and moved on (a REMOVE of a name
+ * made again since).
+ */
+static void close_socket(struct nc_rpc *rpc, bool discard)
 {
     rpc->probe_sent_at = 0;
+    if (rpc->fd >= 0 && discard) {
+        struct linger lg = {.l_onoff = 1, .l_linger = 0};
+        setsockopt(rpc->fd, SOL_SOCKET, SO_LINGER, &lg, sizeof(lg));
+    }
     if (rpc->fd >= 0)
         close(rpc->fd);
     rpc->fd = -1;
@@ -216,6 +237,8 @@ static void close_socket(struct nc_rpc *rpc)
     rpc->send_next = rpc->head;
     rpc->send_off = 0;
     for (struct nc_call *c = rpc->head; c; c = c->next) {
+        if (c->on_wire)
+            c->resent = true;
         c->sent_at = 0;
         c->on_wire = false;
     }
@@ -224,7 +247,7 @@ static void close_socket(struct nc_rpc *rpc)
 
 void nc_rpc_abort(struct nc_rpc *rpc, int err)
 {
-    close_socket(rpc);
+    close_socket(rpc, false);
     rpc->auto_reconnect = false;
     while (rpc->delayed) {
         struct nc_call *call = rpc->delayed;
@@ -258,6 +281,11 @@ const char *nc_rpc_last_error(const struct nc_rpc *rpc)
 void nc_rpc_set_auto_reconnect(struct nc_rpc *rpc, bool on)
 {
     rpc->auto_reconnect = on;
+}
+
+bool nc_rpc_answer_resent(const struct nc_rpc *rpc)
+{
+    return rpc->answering_resent;
 }
 
 bool nc_rpc_connected(const struct nc_rpc *rpc)
@@ -339,10 +367,10 @@ static void connection_failed(struct nc_rpc *rpc, int err, const char *why)
                   rpc->ncalls);
         rpc->reported_down = true;
     }
-    close_socket(rpc);
+    close_socket(rpc, true);
     rpc->reconnect_at = nc_now_ms() + rpc->backoff_ms;
-    rpc->backoff_ms = rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS
-                                                             : rpc->backoff_ms * 2;
+    rpc->backoff_ms =
+        rpc->backoff_ms * 2 > RECONNECT_MAX_MS ? RECONNECT_MAX_MS : rpc->backoff_ms * 2;
 }
 
 static void connection_up(struct nc_rpc *rpc)
@@ -353,8 +381,7 @@ static void connection_up(struct nc_rpc *rpc)
     rpc->backoff_ms = RECONNECT_MIN_MS;
     rpc->connect_started = 0;
     if (rpc->reported_down) {
-        elog_info(NC_COMPONENT, "reconnected to %s; resending %u requests", rpc->peer,
-                  rpc->ncalls);
+        elog_info(NC_COMPONENT, "reconnected to %s; resending %u requests", rpc->peer, rpc->ncalls);
         rpc->reported_down = false;
     }
 }
@@ -546,8 +573,8 @@ static int reply_header(struct nc_rpc *rpc, const unsigned char *p, size_t len, 
     if (reply_stat == 1) { /* MSG_DENIED */
         uint32_t reject = len >= 16 ? get_be32(p + 12) : 0;
         if (reject == 0) {
-            snprintf(rpc->last_error, sizeof(rpc->last_error),
-                     "server %s rejected the RPC version", rpc->peer);
+            snprintf(rpc->last_error, sizeof(rpc->last_error), "server %s rejected the RPC version",
+                     rpc->peer);
             return -EPROTONOSUPPORT;
         }
         snprintf(rpc->last_error, sizeof(rpc->last_error),
@@ -574,7 +601,8 @@ static int reply_header(struct nc_rpc *rpc, const unsigned char *p, size_t len, 
     case 2:
         snprintf(rpc->last_error, sizeof(rpc->last_error),
                  "server %s does not support NFS version 4 (supports %u to %u)", rpc->peer,
-                 off + 8 <= len ? get_be32(p + off) : 0, off + 8 <= len ? get_be32(p + off + 4) : 0);
+                 off + 8 <= len ? get_be32(p + off) : 0,
+                 off + 8 <= len ? get_be32(p + off + 4) : 0);
         return -EPROTONOSUPPORT;
     case 3:
         return -ENOSYS;
@@ -636,7 +664,14 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
                        res.tag.utf8string_val ? res.tag.utf8string_val : "", name ? name : "?",
                        res.resarray.resarray_len, res.resarray.resarray_len);
         }
+        if (call->resent)
+            elog_debug(NC_COMPONENT, "%.*s resent after a reconnect: %s",
+                       (int)res.tag.utf8string_len,
+                       res.tag.utf8string_val ? res.tag.utf8string_val : "",
+                       res.status == NFS4_OK ? "OK" : nc_status_name(res.status));
+        rpc->answering_resent = call->resent;
         call->done(rpc->client, call->ctx, 0, &res);
+        rpc->answering_resent = false;
     }
     zdr_destroy(&zdr);
     call_free(call);
@@ -753,8 +788,8 @@ int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd)
         return 0;
     pfd->fd = rpc->fd;
     pfd->events = POLLIN;
-    bool can_send = rpc->send_next &&
-                    (rpc->send_next->on_wire || rpc->in_flight < rpc->max_inflight);
+    bool can_send =
+        rpc->send_next && (rpc->send_next->on_wire || rpc->in_flight < rpc->max_inflight);
     if (rpc->state == CONN_CONNECTING || (rpc->state == CONN_UP && can_send))
         pfd->events |= POLLOUT;
     pfd->revents = 0;
@@ -787,6 +822,11 @@ void nc_rpc_handle(struct nc_rpc *rpc, short revents)
 }
 
 static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now);
+
+static uint32_t connect_attempt_ms(const struct nc_rpc *rpc)
+{
+    return rpc->timeout_ms < CONNECT_ATTEMPT_MAX_MS ? rpc->timeout_ms : CONNECT_ATTEMPT_MAX_MS;
+}
 
 /*
  * When the connection must be checked again (0: nothing outstanding). It is
@@ -905,7 +945,7 @@ static int rpc_io_timeout_ms(struct nc_rpc *rpc, uint64_t now)
     if (rpc->state == CONN_DOWN && rpc->auto_reconnect && rpc->reconnect_at)
         return rpc->reconnect_at > now ? (int)(rpc->reconnect_at - now) : 0;
     if (rpc->state == CONN_CONNECTING) {
-        uint64_t due = rpc->connect_started + rpc->timeout_ms;
+        uint64_t due = rpc->connect_started + connect_attempt_ms(rpc);
         return due > now ? (int)(due - now) : 0;
     }
     uint64_t due = liveness_due(rpc);
@@ -931,7 +971,7 @@ void nc_rpc_tick(struct nc_rpc *rpc)
     }
     if (rpc->state == CONN_CONNECTING) {
         /* A SYN into a black hole: give up like a lost reply would. */
-        if (now >= rpc->connect_started + rpc->timeout_ms)
+        if (now >= rpc->connect_started + connect_attempt_ms(rpc))
             connection_failed(rpc, -ETIMEDOUT, "connection attempt timed out");
         return;
     }

@@ -14,6 +14,8 @@ packages=(
     # setpriv, flock, mount (util-linux), ps/kill (procps), fuser (psmisc),
     # ss (iproute2), man (man-db: the man page test)
     util-linux procps psmisc iproute2 man-db
+    # the fault suite's network partitions (nft in a network namespace)
+    nftables
     # the benchmark chart (make bench)
     gnuplot-nox
 )

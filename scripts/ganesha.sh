@@ -1,6 +1,9 @@
 #!/usr/bin/env bash
 # A private nfs-ganesha (userspace NFSv4 server, VFS backend) on loopback.
-#   ganesha.sh start DIR PORT   export DIR/export on 127.0.0.1:PORT
+#   ganesha.sh start DIR PORT [ADDR [NETNS]]
+#                               export DIR/export on ADDR:PORT (default
+#                               127.0.0.1), inside network namespace NETNS
+#                               (ip netns exec) when given
 #   ganesha.sh stop DIR         stop the server started for DIR
 # Everything it writes stays under DIR: ganesha.conf, ganesha.log (its log),
 # ganesha.out (what it prints before its log is open), ganesha.pid (written by
@@ -11,7 +14,7 @@ set -euo pipefail
 START_TIMEOUT=20 # seconds until the server must accept connections
 STOP_TIMEOUT=10  # seconds after SIGTERM before SIGKILL
 
-usage() { echo "usage: $0 start DIR PORT | stop DIR" >&2; exit 2; }
+usage() { echo "usage: $0 start DIR PORT [ADDR [NETNS]] | stop DIR" >&2; exit 2; }
 die() { echo "ganesha: $*" >&2; exit 1; }
 
 # Alive and not a zombie (a zombie still answers kill -0).
@@ -21,7 +24,14 @@ alive() {
     [[ $state != Z* ]]
 }
 
-accepts() { (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; }
+ADDR=127.0.0.1
+NETNS=
+# Runs a command in the server's network namespace (or here).
+in_netns() {
+    if [ -n "$NETNS" ]; then ip netns exec "$NETNS" "$@"; else "$@"; fi
+}
+
+accepts() { in_netns bash -c 'exec 3<>"/dev/tcp/$1/$2"' _ "$ADDR" "$1" 2>/dev/null; }
 
 log_tail() {
     echo "--- last lines of $1/ganesha.log:" >&2
@@ -41,7 +51,7 @@ start() {
         die "already running for $dir (PID $(cat "$dir/server.pid")); stop it first"
     fi
     # Otherwise the readiness check below would succeed against someone else.
-    accepts "$port" && die "127.0.0.1:$port is already in use"
+    accepts "$port" && die "$ADDR:$port is already in use"
     # The VFS backend finds the export's filesystem in /etc/mtab. Minimal
     # systems without systemd may lack it, and then ganesha drops the export
     # and serves only an empty read-only pseudo root. Debian's usual symlink:
@@ -56,7 +66,7 @@ start() {
 NFS_CORE_PARAM {
     Protocols = 4;
     NFS_Port = $port;
-    Bind_addr = 127.0.0.1;
+    Bind_addr = $ADDR;
     Enable_NLM = false;
     Enable_RQUOTA = false;
 }
@@ -80,7 +90,11 @@ CONF
     : >"$dir/ganesha.log"
     rm -f "$dir/ganesha.pid"
     # -F: stay in the foreground, so $! is the server itself.
-    ganesha.nfsd -F -f "$dir/ganesha.conf" -L "$dir/ganesha.log" -p "$dir/ganesha.pid" \
+    # Not through a function: that would put a subshell between $! and the
+    # server. ip netns exec execs the server, so $! stays its PID.
+    local prefix=()
+    [ -z "$NETNS" ] || prefix=(ip netns exec "$NETNS")
+    "${prefix[@]}" ganesha.nfsd -F -f "$dir/ganesha.conf" -L "$dir/ganesha.log" -p "$dir/ganesha.pid" \
         </dev/null >"$dir/ganesha.out" 2>&1 &
     pid=$!
     echo "$pid" >"$dir/server.pid"
@@ -89,7 +103,7 @@ CONF
     local deadline=$((SECONDS + START_TIMEOUT))
     while [ $SECONDS -lt $deadline ]; do
         if ! alive "$pid"; then
-            echo "ganesha: exited during start-up (127.0.0.1:$port, $dir)" >&2
+            echo "ganesha: exited during start-up ($ADDR:$port, $dir)" >&2
             log_tail "$dir"
             rm -f "$dir/server.pid"
             exit 1
@@ -108,7 +122,7 @@ CONF
         fi
         sleep 0.1
     done
-    echo "ganesha: not serving 127.0.0.1:$port after ${START_TIMEOUT} s ($dir)" >&2
+    echo "ganesha: not serving $ADDR:$port after ${START_TIMEOUT} s ($dir)" >&2
     log_tail "$dir"
     stop "$dir"
     exit 1
@@ -133,7 +147,13 @@ stop() {
 }
 
 case "${1:-}" in
-start) [ $# -eq 3 ] || usage; start "$2" "$3" ;;
+start)
+    [ $# -ge 3 ] && [ $# -le 5 ] || usage
+    ADDR=${4:-127.0.0.1}
+    NETNS=${5:-}
+    if [ -n "$NETNS" ] && [ ! -e "/run/netns/$NETNS" ]; then die "no network namespace $NETNS"; fi
+    start "$2" "$3"
+    ;;
 stop) [ $# -eq 2 ] || usage; stop "$2" ;;
 *) usage ;;
 esac

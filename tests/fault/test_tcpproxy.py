@@ -9,7 +9,6 @@ import hashlib
 import itertools
 import os
 import random
-import re
 import select
 import signal
 import socket
@@ -19,6 +18,8 @@ import time
 from pathlib import Path
 
 import pytest
+
+from faultlib import Proxy
 
 REPO = Path(__file__).resolve().parents[2]
 TCPPROXY = os.environ.get("TCPPROXY_BIN", str(REPO / "build" / "fault" / "tcpproxy"))
@@ -142,73 +143,6 @@ def recv_all_hash(sock):
 
 
 # --- the proxy -------------------------------------------------------------
-
-class Proxy:
-    def __init__(self, tmp_path, upstream_port, *args, control=False):
-        self.control_path = tmp_path / "control"
-        self.pidfile = tmp_path / "tcpproxy.pid"
-        argv = [TCPPROXY, "--listen", "127.0.0.1:0", "--connect", f"127.0.0.1:{upstream_port}",
-                "--pidfile", str(self.pidfile), *args]
-        if control:
-            argv += ["--control", str(self.control_path)]
-        self.proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.PIPE, text=True)
-        self.lines = []
-        self.cond = threading.Condition()
-        threading.Thread(target=self._read_stderr, daemon=True).start()
-        ready, _, _ = select.select([self.proc.stdout], [], [], TIMEOUT)
-        first = self.proc.stdout.readline() if ready else ""
-        m = re.fullmatch(r"port=(\d+)\n", first)
-        assert m, f"expected port=NNNN first on stdout, got {first!r}:\n{self.stderr()}"
-        self.port = int(m.group(1))
-
-    def _read_stderr(self):
-        for line in self.proc.stderr:
-            with self.cond:
-                self.lines.append(line.rstrip("\n"))
-                self.cond.notify_all()
-
-    def stderr(self):
-        with self.cond:
-            return "\n".join(self.lines)
-
-    def wait_log(self, pattern, start=0, timeout=TIMEOUT):
-        """The first stderr line from index `start` on that matches."""
-        deadline = time.monotonic() + timeout
-        with self.cond:
-            while True:
-                for line in self.lines[start:]:
-                    if re.search(pattern, line):
-                        return line
-                left = deadline - time.monotonic()
-                assert left > 0, f"no log line matching {pattern!r}:\n" + "\n".join(self.lines)
-                self.cond.wait(left)
-
-    def control(self, text):
-        """Rewrites the control file, SIGHUPs, returns the proxy's answer."""
-        tmp = self.control_path.with_suffix(".tmp")
-        tmp.write_text(text)
-        os.replace(tmp, self.control_path)
-        with self.cond:
-            start = len(self.lines)
-        os.kill(self.proc.pid, signal.SIGHUP)
-        return self.wait_log(r"control: ", start)
-
-    def connect(self):
-        s = socket.create_connection(("127.0.0.1", self.port), timeout=TIMEOUT)
-        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-        return s
-
-    def stop(self, sig=signal.SIGTERM):
-        if self.proc.poll() is None:
-            self.proc.send_signal(sig)
-        try:
-            return self.proc.wait(TIMEOUT)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
-            raise AssertionError(f"tcpproxy ignored {sig!r}:\n{self.stderr()}")
-
 
 @pytest.fixture
 def servers():

@@ -165,16 +165,23 @@ def run_as_user(argv, groups=(), **kw):
 # -------------------------------------------------------------------- server
 
 class Server:
-    """nfs-ganesha exporting <base>/export on 127.0.0.1:<port> (scripts/ganesha.sh)."""
+    """nfs-ganesha exporting <base>/export on <host>:<port> (scripts/ganesha.sh).
 
-    def __init__(self, base, port=None):
+    host defaults to 127.0.0.1; netns runs the server inside that network
+    namespace (one the caller made, with host one of its addresses)."""
+
+    def __init__(self, base, port=None, host="127.0.0.1", netns=None):
         self.dir = Path(base)
-        self.port = port or free_port()
+        self.host = host
+        self.netns = netns
+        # Another namespace has all its ports free; loopback is shared.
+        self.port = port or (2049 if netns else free_port())
         self.export = self.dir / "export"
         self.log = self.dir / "ganesha.log"
 
     def start(self):
-        r = subprocess.run([GANESHA_SH, "start", str(self.dir), str(self.port)],
+        cmd = [GANESHA_SH, "start", str(self.dir), str(self.port), self.host]
+        r = subprocess.run(cmd + ([self.netns] if self.netns else []),
                            capture_output=True, text=True, timeout=60)
         assert r.returncode == 0, f"ganesha did not start:\n{r.stderr}"
 
@@ -210,6 +217,7 @@ class LocalServer:
 
     def __init__(self, base):
         self.dir = Path(base)
+        self.host = "127.0.0.1"
         self.port = 0
         self.export = self.dir / "export"
         self.log = None
@@ -256,17 +264,23 @@ class Mount:
     """efsfuse SOURCE MOUNTPOINT -f -o port=...,OPTS, running until unmount().
 
     .path is the mountpoint, .proc the efsfuse process, .log its stderr.
+    host/port override the server's (e.g. a proxy in between); prefix is
+    put before the command line (e.g. nsenter --net=...: it must exec, so
+    that .proc is efsfuse itself).
     """
 
-    def __init__(self, server, mnt, path="/", opts=(), log=None, extra_args=()):
+    def __init__(self, server, mnt, path="/", opts=(), log=None, extra_args=(), host=None,
+                 port=None, prefix=()):
         if LOCAL:
             pytest.skip("needs the efsfuse binary (EFSFUSE_TEST_TARGET=local)")
         self.server = server
         self.path = Path(mnt)
         self.log = Path(log) if log else self.path.with_name(self.path.name + ".log")
         self.done = False
-        args = [EFSFUSE, f"127.0.0.1:{path}", str(mnt), "-f",
-                "-o", ",".join([f"port={server.port}"] + list(opts))] + list(extra_args)
+        host = host or server.host
+        port = port or server.port
+        args = list(prefix) + [EFSFUSE, f"{host}:{path}", str(mnt), "-f",
+                               "-o", ",".join([f"port={port}"] + list(opts))] + list(extra_args)
         with open(self.log, "wb") as err:
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
                                          stdout=subprocess.DEVNULL, stderr=err)
@@ -329,7 +343,9 @@ class LocalMount:
 
     proc = None
 
-    def __init__(self, server, mnt, path="/", opts=(), log=None, extra_args=()):
+    def __init__(self, server, mnt, path="/", opts=(), log=None, extra_args=(), **how):
+        if how:
+            pytest.skip("host, port or prefix need the efsfuse binary (EFSFUSE_TEST_TARGET=local)")
         for opt in opts:
             name = opt.split("=", 1)[0]
             if name not in _LOCAL_IGNORED_OPTS | {"ro"}:
@@ -360,14 +376,24 @@ class LocalMount:
         self.cleanup()
 
 
+def mount_factory(server, tmp_path):
+    """The generator behind mount_efsfuse, for fixtures of other servers."""
+    return _mounts(server, tmp_path)
+
+
 @pytest.fixture
 def mount_efsfuse(nfs_server, tmp_path):
-    """Factory: mount_efsfuse(path="/", opts=(), extra_args=()) -> Mount.
+    """Factory: mount_efsfuse(path="/", opts=(), extra_args=(), **how) -> Mount.
 
-    Mounts 127.0.0.1:<path> of the session's server on a fresh mountpoint.
+    Mounts 127.0.0.1:<path> of the session's server on a fresh mountpoint
+    (how: Mount's host, port and prefix).
     Every mount the test leaves mounted is unmounted at teardown, and efsfuse
     must then exit 0 (the teardown fails otherwise).
     """
+    yield from _mounts(nfs_server, tmp_path)
+
+
+def _mounts(nfs_server, tmp_path):
     mounts = []
     # Mountpoints live outside pytest's private (0700) tmp_path so that the
     # other uid of the credential tests can reach them.
@@ -384,13 +410,13 @@ def mount_efsfuse(nfs_server, tmp_path):
     timer.daemon = True
     timer.start()
 
-    def make(path="/", opts=(), extra_args=()):
+    def make(path="/", opts=(), extra_args=(), **how):
         mnt = base / f"mnt{len(mounts)}"
         mnt.mkdir()
         cls = LocalMount if LOCAL else Mount
         try:
             m = cls(nfs_server, mnt, path, opts, tmp_path / f"efsfuse{len(mounts)}.log",
-                    extra_args)
+                    extra_args, **how)
         except BaseException:  # did not mount (a failure, or a skip)
             mnt.rmdir()
             raise
