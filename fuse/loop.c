@@ -13,6 +13,7 @@
 
 #include <errno.h>
 #include <fcntl.h>
+#include <malloc.h>
 #include <poll.h>
 #include <signal.h>
 #include <stdio.h>
@@ -316,6 +317,23 @@ static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
     return true;
 }
 
+/*
+ * The heap keeps freed I/O buffers for the next burst (see tune_malloc in
+ * sidecar/main.c); once the mount has been quiet for a while they go back
+ * to the kernel, so an idle sidecar is small again.
+ */
+#define IDLE_TRIM_MS 2000
+
+static int idle_trim_timeout(struct fs *fs, uint64_t last_active_ms, bool trimmed, int timeout_ms)
+{
+    if (trimmed || nc_client_pending(fs->nc) > 0)
+        return timeout_ms;
+    uint64_t now = (uint64_t)(fs_now() * 1000);
+    uint64_t due = last_active_ms + IDLE_TRIM_MS;
+    int left = now >= due ? 0 : (int)(due - now);
+    return timeout_ms < 0 || left < timeout_ms ? left : timeout_ms;
+}
+
 static int serve(struct fs *fs)
 {
     int fuse_fd = fuse_session_fd(fs->se);
@@ -340,13 +358,16 @@ static int serve(struct fs *fs)
 
     struct fuse_buf buf = {0};
     int result = 0;
+    uint64_t last_active_ms = (uint64_t)(fs_now() * 1000);
+    bool trimmed = false;
     while (!fuse_session_exited(fs->se)) {
         struct pollfd pfd[1 + NC_POLLFDS_MAX];
         pfd[0].fd = fuse_fd;
         pfd[0].events = POLLIN;
         pfd[0].revents = 0;
         int n = 1 + nc_client_pollfds(fs->nc, pfd + 1, NC_POLLFDS_MAX);
-        int timeout_ms = nc_client_timeout_ms(fs->nc);
+        int timeout_ms =
+            idle_trim_timeout(fs, last_active_ms, trimmed, nc_client_timeout_ms(fs->nc));
         struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};
         int rc = ppoll(pfd, (nfds_t)n, timeout_ms < 0 ? NULL : &ts, &wait_mask);
         if (rc < 0) {
@@ -358,6 +379,13 @@ static int serve(struct fs *fs)
         if (rc == 0)
             for (int i = 0; i < n; i++)
                 pfd[i].revents = 0;
+        if (rc > 0 || nc_client_pending(fs->nc) > 0) {
+            last_active_ms = (uint64_t)(fs_now() * 1000);
+            trimmed = false;
+        } else if (!trimmed && idle_trim_timeout(fs, last_active_ms, false, -1) == 0) {
+            malloc_trim(0);
+            trimmed = true;
+        }
         if (pfd[0].revents & POLLIN) {
             if (!read_requests(fs, &buf, &result))
                 fuse_session_exit(fs->se);
