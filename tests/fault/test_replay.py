@@ -203,11 +203,8 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
     lose_reply("create", lambda: os.symlink("the-target", d / "sym"))
     assert os.readlink(d / "sym") == "the-target"
 
-    # OPEN (create) and CLOSE: seqid replay. Only for an open-owner the
-    # server has confirmed: ganesha does not replay the very first OPEN of a
-    # new owner, so a lost reply to an O_EXCL create (GUARDED4) by a new
-    # owner comes back EEXIST -- a known gap (EXCLUSIVE4 with a verifier
-    # would make that create idempotent), not tested here.
+    # OPEN (create) and CLOSE: seqid replay, by an owner the server has
+    # confirmed (a new owner's first OPEN: test_lost_reply_of_first_exclusive_create).
     (d / "warmup").write_bytes(b"")
     def create_file():
         with open(d / "file", "xb") as f:
@@ -264,3 +261,47 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
                                             "file", "sym", "warmup"]
     assert (exported / "file").read_bytes() == b"FIRST"
 
+
+
+@pytest.mark.needs_efsfuse
+def test_lost_reply_of_first_exclusive_create(efsfuse_bin, nfs_server, mount_efsfuse, dropper):
+    """The first OPEN of a new open-owner has no replay on the server (ganesha
+    keeps none), so only the create itself can make the resent OPEN succeed:
+    an O_EXCL create goes out as EXCLUSIVE4 with its own verifier, and the
+    server recognises the file it made with it. The mode and the real times
+    are set afterwards (EXCLUSIVE4 keeps the verifier in the times)."""
+    d = nfs_server.export / f"excl-{time.monotonic_ns()}"
+    d.mkdir()
+    m = mount_efsfuse("/", opts=["log_level=debug"], port=dropper.port)
+    path = m.path / d.name / "made"
+
+    dropper.arm("open")  # the mount's first OPEN: a fresh client id and owner
+    old_umask = os.umask(0)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    finally:
+        os.umask(old_umask)
+    try:
+        assert dropper.fired.wait(TIMEOUT), "no open reply was dropped"
+        os.write(fd, b"mine")
+    finally:
+        os.close(fd)
+
+    now = time.time()
+    st = os.stat(path)
+    assert oct(st.st_mode & 0o7777) == oct(0o640)
+    assert abs(st.st_mtime - now) < 60, st.st_mtime
+    assert abs(st.st_atime - now) < 60, st.st_atime
+    assert path.read_bytes() == b"mine"
+    # Another exclusive create of the name has another verifier: EEXIST.
+    with pytest.raises(FileExistsError):
+        os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+
+    log = m.stderr()
+    replays = [e for _, e in log_events(log, r"^open resent after a reconnect")]
+    assert replays == ["open resent after a reconnect: OK"], replays
+    m.unmount()
+    st = os.stat(d / "made")
+    assert oct(st.st_mode & 0o7777) == oct(0o640)
+    assert abs(st.st_mtime - now) < 60, st.st_mtime
+    assert (d / "made").read_bytes() == b"mine"
