@@ -50,6 +50,12 @@ struct open_ctx {
     stateid4 stateid;
     struct nc_open *open;
     int err;
+    /* O_EXCL creates: EXCLUSIVE4 with a verifier of this create (see
+     * open_set_createhow); the mode is set by a SETATTR after the open. */
+    bool exclusive4;
+    bool has_createverf;
+    bool exclusive_attrs_set;
+    verifier4 createverf;
 };
 
 static void open_finish(struct open_ctx *ctx)
@@ -92,6 +98,100 @@ static void truncate_done(void *arg, const struct nc_reply *reply)
     open_finish(ctx);
 }
 
+/* --- exclusive creates ---
+ *
+ * An O_EXCL create goes out as EXCLUSIVE4 with a verifier unique to that
+ * create, not as GUARDED4: when its reply is lost with the connection, the
+ * resent OPEN then finds the file made with the same verifier and succeeds,
+ * where GUARDED4 would answer EXIST for our own file (servers need not keep a
+ * replay for the first OPEN of a new open-owner; ganesha does not). */
+
+/* splitmix64's finaliser: distinct counters give distinct verifiers within a
+ * client, and the boot verifier keeps clients and incarnations apart. */
+static uint64_t createverf_mix(uint64_t x)
+{
+    x = (x ^ (x >> 30)) * 0xbf58476d1ce4e5b9ULL;
+    x = (x ^ (x >> 27)) * 0x94d049bb133111ebULL;
+    return x ^ (x >> 31);
+}
+
+static void open_set_createhow(struct open_ctx *ctx, struct nc_compound *cp, createhow4 *how)
+{
+    struct nc_client *c = ctx->c;
+    bool excl = (ctx->flags & NC_OPEN_EXCL) != 0;
+    ctx->exclusive4 = excl && !c->exclusive4_unsupported;
+    if (!ctx->exclusive4) {
+        how->mode = excl ? GUARDED4 : UNCHECKED4;
+        struct nc_setattr set = {.valid = NC_SET_MODE, .mode = ctx->mode & 07777};
+        nc_fattr_encode(cp, &how->createhow4_u.createattrs, &set);
+        return;
+    }
+    /* Chosen once: an OPEN run again after state recovery must still match
+     * the file an earlier attempt may have made. */
+    if (!ctx->has_createverf) {
+        uint64_t boot;
+        memcpy(&boot, c->boot_verifier, sizeof(boot));
+        uint64_t v = createverf_mix(boot + ++c->createverf_count * 0x9e3779b97f4a7c15ULL);
+        memcpy(ctx->createverf, &v, sizeof(ctx->createverf));
+        ctx->has_createverf = true;
+    }
+    how->mode = EXCLUSIVE4;
+    memcpy(how->createhow4_u.createverf, ctx->createverf, sizeof(verifier4));
+}
+
+/* A server without EXCLUSIVE4 answers NOTSUPP or INVAL: from then on this
+ * client sends GUARDED4. True when the OPEN was sent again that way (the
+ * owner is still held). */
+static bool open_exclusive_refused(struct open_ctx *ctx, int st)
+{
+    struct nc_client *c = ctx->c;
+    if (!ctx->exclusive4 || (st != NFS4ERR_NOTSUPP && st != NFS4ERR_INVAL))
+        return false;
+    if (!c->exclusive4_unsupported)
+        elog_info(NC_COMPONENT, "server refuses EXCLUSIVE4 creates (%s); using GUARDED4",
+                  nc_status_name(st));
+    c->exclusive4_unsupported = true;
+    if (nc_seqid_advances(st))
+        ctx->owner->seqid++;
+    ctx->seqop.start(c, &ctx->seqop);
+    return true;
+}
+
+static void open_established(struct open_ctx *ctx);
+
+static void exclusive_setattr_done(void *arg, const struct nc_reply *reply)
+{
+    struct open_ctx *ctx = arg;
+    if (reply->err) {
+        ctx->err = reply->err;
+        /* The open succeeded; give it back before reporting the failure. */
+        nc_close(ctx->c, ctx->open, NULL, NULL);
+        ctx->open = NULL;
+    } else {
+        /* The OPEN's attributes show the verifier as times and no mode. */
+        ctx->has_attr = reply->has_attr;
+        if (reply->has_attr)
+            ctx->attr = reply->attr;
+    }
+    open_established(ctx);
+}
+
+/* EXCLUSIVE4 carries no attributes in NFSv4.0 and the server keeps the
+ * verifier in the file's times: set the mode and real times now, under the
+ * open's stateid, before the caller sees the file. True when sent. */
+static bool exclusive_setattr(struct open_ctx *ctx)
+{
+    if (!ctx->exclusive4 || ctx->exclusive_attrs_set)
+        return false;
+    ctx->exclusive_attrs_set = true;
+    struct nc_setattr set = {
+        .valid = NC_SET_MODE | NC_SET_ATIME_NOW | NC_SET_MTIME_NOW,
+        .mode = ctx->mode & 07777,
+    };
+    nc_setattr(ctx->c, &ctx->cred, &ctx->fh, ctx->open, &set, exclusive_setattr_done, ctx);
+    return true;
+}
+
 /* The owner is released; attach the state and finish (truncating first if asked). */
 static void open_established(struct open_ctx *ctx)
 {
@@ -100,6 +200,8 @@ static void open_established(struct open_ctx *ctx)
         open_finish(ctx);
         return;
     }
+    if (exclusive_setattr(ctx))
+        return;
     if ((ctx->flags & NC_OPEN_TRUNC) && (ctx->flags & NC_OPEN_WRITE)) {
         struct nc_setattr set = {.valid = NC_SET_SIZE, .size = 0};
         nc_setattr(c, &ctx->cred, &ctx->fh, ctx->open, &set, truncate_done, ctx);
@@ -219,6 +321,8 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         nc_owner_retry_after_recovery(c, owner, &ctx->seqop);
         return;
     }
+    if (open_exclusive_refused(ctx, st))
+        return;
     if (!r || st != NFS4_OK) {
         ctx->err = nc_status_to_errno(r ? st : (int)res->status);
         nc_owner_done(c, owner, st);
@@ -268,11 +372,7 @@ static void open_start(struct nc_client *c, struct nc_seqop *op)
     nc_owner_fill(c, ctx->owner, &o->owner, ctx->owner_buf, sizeof(ctx->owner_buf));
     if (ctx->flags & NC_OPEN_CREATE) {
         o->openhow.opentype = OPEN4_CREATE;
-        /* UNCHECKED4/GUARDED4 carry the mode; EXCLUSIVE4 would not (and
-         * leaves the verifier in the file's times). */
-        o->openhow.openflag4_u.how.mode = (ctx->flags & NC_OPEN_EXCL) ? GUARDED4 : UNCHECKED4;
-        struct nc_setattr set = {.valid = NC_SET_MODE, .mode = ctx->mode & 07777};
-        nc_fattr_encode(&cp, &o->openhow.openflag4_u.how.createhow4_u.createattrs, &set);
+        open_set_createhow(ctx, &cp, &o->openhow.openflag4_u.how);
     } else {
         o->openhow.opentype = OPEN4_NOCREATE;
     }

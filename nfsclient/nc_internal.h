@@ -247,6 +247,10 @@ struct nc_client {
     unsigned epoch;
     bool recovering;
     uint64_t recover_retry_at;
+    /* O_EXCL creates (file.c): verifiers handed out, and whether the server
+     * refused EXCLUSIVE4 (then GUARDED4 is used). */
+    uint64_t createverf_count;
+    bool exclusive4_unsupported;
 };
 
 /* The server no longer knows our client id or this state (it restarted, or

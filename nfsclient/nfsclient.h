@@ -115,7 +115,7 @@ enum {
     NC_OPEN_READ = 1u << 0,
     NC_OPEN_WRITE = 1u << 1,
     NC_OPEN_CREATE = 1u << 2, /* create if missing (UNCHECKED4) */
-    NC_OPEN_EXCL = 1u << 3,   /* with CREATE: fail with -EEXIST if it exists (GUARDED4) */
+    NC_OPEN_EXCL = 1u << 3,   /* with CREATE: fail with -EEXIST if it exists (EXCLUSIVE4) */
     NC_OPEN_TRUNC = 1u << 4,  /* truncate to 0 (only with WRITE) */
 };
 

@@ -203,11 +203,8 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
     lose_reply("create", lambda: os.symlink("the-target", d / "sym"))
     assert os.readlink(d / "sym") == "the-target"
 
-    # OPEN (create) and CLOSE: seqid replay. Only for an open-owner the
-    # server has confirmed: ganesha does not replay the very first OPEN of a
-    # new owner, so a lost reply to an O_EXCL create (GUARDED4) by a new
-    # owner comes back EEXIST -- a known gap (EXCLUSIVE4 with a verifier
-    # would make that create idempotent), not tested here.
+    # OPEN (create) and CLOSE: seqid replay, by an owner the server has
+    # confirmed (a new owner's first OPEN: test_lost_reply_of_first_exclusive_create).
     (d / "warmup").write_bytes(b"")
     def create_file():
         with open(d / "file", "xb") as f:
@@ -264,3 +261,173 @@ def test_lost_replies_of_executed_requests(efsfuse_bin, nfs_server, mount_efsfus
                                             "file", "sym", "warmup"]
     assert (exported / "file").read_bytes() == b"FIRST"
 
+
+
+@pytest.mark.needs_efsfuse
+def test_lost_reply_of_first_exclusive_create(efsfuse_bin, nfs_server, mount_efsfuse, dropper):
+    """The first OPEN of a new open-owner has no replay on the server (ganesha
+    keeps none), so only the create itself can make the resent OPEN succeed:
+    an O_EXCL create goes out as EXCLUSIVE4 with its own verifier, and the
+    server recognises the file it made with it. The mode and the real times
+    are set afterwards (EXCLUSIVE4 keeps the verifier in the times)."""
+    d = nfs_server.export / f"excl-{time.monotonic_ns()}"
+    d.mkdir()
+    m = mount_efsfuse("/", opts=["log_level=debug"], port=dropper.port)
+    path = m.path / d.name / "made"
+
+    dropper.arm("open")  # the mount's first OPEN: a fresh client id and owner
+    old_umask = os.umask(0)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    finally:
+        os.umask(old_umask)
+    try:
+        assert dropper.fired.wait(TIMEOUT), "no open reply was dropped"
+        os.write(fd, b"mine")
+    finally:
+        os.close(fd)
+
+    now = time.time()
+    st = os.stat(path)
+    assert oct(st.st_mode & 0o7777) == oct(0o640)
+    assert abs(st.st_mtime - now) < 60, st.st_mtime
+    assert abs(st.st_atime - now) < 60, st.st_atime
+    assert path.read_bytes() == b"mine"
+    # Another exclusive create of the name has another verifier: EEXIST.
+    with pytest.raises(FileExistsError):
+        os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+
+    log = m.stderr()
+    replays = [e for _, e in log_events(log, r"^open resent after a reconnect")]
+    assert replays == ["open resent after a reconnect: OK"], replays
+    m.unmount()
+    st = os.stat(d / "made")
+    assert oct(st.st_mode & 0o7777) == oct(0o640)
+    assert abs(st.st_mtime - now) < 60, st.st_mtime
+    assert (d / "made").read_bytes() == b"mine"
+
+
+OP_PUTFH, OP_OPEN = 22, 18
+OPEN4_CREATE = 1
+UNCHECKED4, GUARDED4, EXCLUSIVE4 = 0, 1, 2
+NFS4ERR_NOTSUPP = 10004
+
+
+def _opaque(data, off):
+    n = struct.unpack_from(">I", data, off)[0]
+    return data[off + 4:off + 4 + n], off + 4 + ((n + 3) & ~3)
+
+
+def _open_createmode(data):
+    """createmode of a PUTFH + OPEN(CREATE) call, else None."""
+    off = 24
+    for _ in range(2):  # credential, verifier
+        _, off = _opaque(data, off + 4)
+    _, off = _opaque(data, off)  # tag
+    off += 4  # minorversion
+    numops, first = struct.unpack_from(">II", data, off)
+    if numops < 2 or first != OP_PUTFH:
+        return None
+    _, off = _opaque(data, off + 8)
+    if struct.unpack_from(">I", data, off)[0] != OP_OPEN:
+        return None
+    off += 4 + 12 + 8  # seqid, share_access, share_deny; owner's clientid
+    _, off = _opaque(data, off)
+    opentype, mode = struct.unpack_from(">II", data, off)
+    return mode if opentype == OPEN4_CREATE else None
+
+
+class ExclusiveRefuser(ReplyDropper):
+    """A server without EXCLUSIVE4, as far as efsfuse can tell: the proxy
+    answers every OPEN with createmode EXCLUSIVE4 NOTSUPP itself, and records
+    the createmode of every creating OPEN."""
+
+    def __init__(self, upstream_port):
+        super().__init__(upstream_port)
+        self.createmodes = []
+        self.send_lock = threading.Lock()
+
+    def _up(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = client.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = _records(buf)
+                for r in recs:
+                    call = _payload(r)
+                    xid, tag = _call_tag(call)
+                    mode = _open_createmode(call) if tag is not None else None
+                    if mode is not None:
+                        with self.lock:
+                            self.createmodes.append(mode)
+                    if mode == EXCLUSIVE4:
+                        tagb = tag.encode()
+                        body = struct.pack(">IIIIII", xid, 1, 0, 0, 0, 0)
+                        body += struct.pack(">II", NFS4ERR_NOTSUPP, len(tagb))
+                        body += tagb + b"\0" * (-len(tagb) % 4)
+                        body += struct.pack(">IIIII", 2, OP_PUTFH, 0, OP_OPEN, NFS4ERR_NOTSUPP)
+                        with self.send_lock:
+                            client.sendall(struct.pack(">I", 0x80000000 | len(body)) + body)
+                        continue
+                    if tag is not None:
+                        with self.lock:
+                            self.tags[xid] = tag
+                    server.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+    def _down(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = server.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = _records(buf)
+                for r in recs:
+                    with self.send_lock:
+                        client.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+
+@pytest.mark.needs_efsfuse
+def test_exclusive_create_falls_back_to_guarded(efsfuse_bin, nfs_server, mount_efsfuse):
+    """A server answering NOTSUPP to EXCLUSIVE4: the create is sent again as
+    GUARDED4 (with the mode), and later ones go GUARDED4 straight away."""
+    refuser = ExclusiveRefuser(nfs_server.port)
+    try:
+        d = nfs_server.export / f"guarded-{time.monotonic_ns()}"
+        d.mkdir()
+        m = mount_efsfuse("/", opts=["log_level=debug"], port=refuser.port)
+        old_umask = os.umask(0)
+        try:
+            for name in ("one", "two"):
+                fd = os.open(m.path / d.name / name, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+                os.write(fd, name.encode())
+                os.close(fd)
+        finally:
+            os.umask(old_umask)
+        with pytest.raises(FileExistsError):
+            os.open(m.path / d.name / "one", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+        with refuser.lock:
+            modes = list(refuser.createmodes)
+        # (the kernel may answer the last EEXIST from its own dentry cache)
+        assert modes[:3] == [EXCLUSIVE4, GUARDED4, GUARDED4], modes
+        assert set(modes[3:]) <= {GUARDED4}, modes
+        log = m.stderr()
+        refused = [e for _, e in log_events(log, r"refuses EXCLUSIVE4")]
+        assert len(refused) == 1, refused
+        m.unmount()
+        for name in ("one", "two"):
+            st = os.stat(d / name)
+            assert oct(st.st_mode & 0o7777) == oct(0o640)
+            assert (d / name).read_bytes() == name.encode()
+    finally:
+        refuser.close()

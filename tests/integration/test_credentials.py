@@ -62,6 +62,22 @@ def test_files_created_by_user_are_owned_by_user(shared):
     assert (srv / "byuser").stat().st_mode & 0o777 == 0o600
 
 
+# Needs: an O_EXCL create (EXCLUSIVE4, then SETATTR of mode and times) owned
+# by the caller, with the mode asked for.
+def test_exclusive_create_by_user(shared):
+    d, srv = shared
+    script = ("import os, sys; fd = os.open(sys.argv[1], os.O_CREAT | os.O_EXCL | os.O_WRONLY,"
+              " 0o600); os.write(fd, b'excl'); os.close(fd)")
+    r = run_as_user(["/usr/bin/python3", "-c", script, d / "excl1000"])
+    assert r.returncode == 0, r.stderr
+    for st in (os.stat(srv / "excl1000"), os.stat(d / "excl1000")):
+        assert (st.st_uid, st.st_gid) == (USER_UID, USER_GID)
+        assert st.st_mode & 0o7777 == 0o600, oct(st.st_mode)
+    assert (srv / "excl1000").read_bytes() == b"excl"
+    r = run_as_user(["/usr/bin/python3", "-c", script, d / "excl1000"])
+    assert r.returncode != 0 and "FileExistsError" in r.stderr, r
+
+
 # Needs: the caller's uid on CREATE/OPEN; the server's (or kernel's) check of the directory.
 def test_user_cannot_create_in_root_directory(shared):
     d, srv = shared

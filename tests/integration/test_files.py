@@ -31,7 +31,7 @@ def test_create_write_read(workdir, srv):
     assert (srv / "a.txt").read_bytes() == b"hello\n"
 
 
-# Needs: create with the mode attribute (not EXCLUSIVE4, which drops it).
+# Needs: create with the mode attribute (UNCHECKED4 carries it).
 def test_create_mode_and_umask(workdir, srv):
     old = os.umask(0)
     try:
@@ -74,6 +74,38 @@ def test_open_flags(workdir):
     os.write(fd, b"ghi")
     os.close(fd)
     assert p.read_bytes() == b"abcdefghi"
+
+
+# Needs: O_EXCL creates (EXCLUSIVE4 + SETATTR of the mode and the times, since
+# the server keeps the create verifier in the times), mknod of a regular file.
+def test_exclusive_create_mode_and_times(workdir, srv):
+    before = time.time()
+    old = os.umask(0)
+    try:
+        fd = os.open(workdir / "x640", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+        os.write(fd, b"mine")
+        os.close(fd)
+        # a mode without write permission still gives the creator its descriptor
+        fd = os.open(workdir / "x444", os.O_CREAT | os.O_EXCL | os.O_RDWR, 0o444)
+        os.write(fd, b"read-only")
+        assert os.pread(fd, 100, 0) == b"read-only"
+        os.close(fd)
+        os.mknod(workdir / "node604", stat.S_IFREG | 0o604)
+    finally:
+        os.umask(old)
+    for name, mode in (("x640", 0o640), ("x444", 0o444), ("node604", 0o604)):
+        for st in (os.stat(workdir / name), os.stat(srv / name)):
+            assert stat.S_ISREG(st.st_mode), name
+            assert stat.S_IMODE(st.st_mode) == mode, (name, oct(st.st_mode))
+            # not the verifier the server parks in the times while it creates
+            for t in (st.st_mtime, st.st_atime):
+                assert before - 60 < t < time.time() + 60, (name, t)
+    assert (srv / "x640").read_bytes() == b"mine"
+    assert (srv / "x444").read_bytes() == b"read-only"
+    with pytest.raises(FileExistsError):
+        os.open(workdir / "x640", os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o600)
+    assert stat.S_IMODE((srv / "x640").stat().st_mode) == 0o640
+    assert (srv / "x640").read_bytes() == b"mine"
 
 
 # Needs: create, read and write on one open file; reads see the file's own writes.
