@@ -217,9 +217,11 @@ static void meta_advance(struct meta_op *op)
     file_name(name, sizeof(name), op->index);
     switch (meta_kind) {
     case META_CREATE:
+        /* What open(O_CREAT | O_EXCL | O_WRONLY) through efsfuse sends, as
+         * the benchmark's create does (EXCLUSIVE4, then SETATTR of the mode). */
         if (op->step == 0)
             nc_open(client, &cred, &workdir, name, NULL,
-                    NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE, 0644, meta_step, op);
+                    NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_EXCL, 0644, meta_step, op);
         else
             nc_close(client, op->open, meta_step, op);
         break;
