@@ -167,15 +167,21 @@ def run_as_user(argv, groups=(), **kw):
 class Server:
     """nfs-ganesha exporting <base>/export on 127.0.0.1:<port> (scripts/ganesha.sh)."""
 
-    def __init__(self, base, port=None):
+    def __init__(self, base, port=None, grace=None):
+        """grace: seconds of grace period (and lease) after each start; None: graceless."""
         self.dir = Path(base)
         self.port = port or free_port()
         self.export = self.dir / "export"
         self.log = self.dir / "ganesha.log"
+        self.grace = grace
 
     def start(self):
+        env = dict(os.environ)
+        env.pop("GANESHA_GRACE", None)
+        if self.grace is not None:
+            env["GANESHA_GRACE"] = str(self.grace)
         r = subprocess.run([GANESHA_SH, "start", str(self.dir), str(self.port)],
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, env=env)
         assert r.returncode == 0, f"ganesha did not start:\n{r.stderr}"
 
     def stop(self):
