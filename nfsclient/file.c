@@ -175,8 +175,7 @@ static void open_confirm_done(struct nc_client *c, void *arg, int err, COMPOUND4
         if (res->status != NFS4_OK) {
             ctx->err = nc_status_to_errno(res->status);
         } else {
-            ctx->stateid =
-                r->nfs_resop4_u.opopen_confirm.OPEN_CONFIRM4res_u.resok4.open_stateid;
+            ctx->stateid = r->nfs_resop4_u.opopen_confirm.OPEN_CONFIRM4res_u.resok4.open_stateid;
             ctx->owner->confirmed = true;
         }
     }
@@ -332,9 +331,8 @@ void nc_open(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
         ctx->has_expect = true;
         ctx->expect = *expect;
         bool exclusive = (flags & NC_OPEN_CREATE) && (flags & NC_OPEN_EXCL);
-        struct nc_open *held = exclusive ? NULL
-                                         : nc_state_find_open(c, expect, cred->uid,
-                                                              share_access_of(flags));
+        struct nc_open *held =
+            exclusive ? NULL : nc_state_find_open(c, expect, cred->uid, share_access_of(flags));
         if (held) {
             ctx->open = nc_open_ref(held);
             ctx->fh = *expect;
@@ -601,8 +599,8 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
 }
 
 static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
-                     nfs_opnum4 op, uint64_t offset, const void *data, uint32_t count,
-                     bool stable, nc_callback cb, void *arg)
+                     nfs_opnum4 op, uint64_t offset, const void *data, uint32_t count, bool stable,
+                     nc_callback cb, void *arg)
 {
     struct io_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
@@ -622,8 +620,8 @@ static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_
     io_send(c, ctx);
 }
 
-void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
-             uint64_t offset, uint32_t count, nc_callback cb, void *arg)
+void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open, uint64_t offset,
+             uint32_t count, nc_callback cb, void *arg)
 {
     if (count > c->max_read)
         count = c->max_read;

@@ -338,9 +338,9 @@ static struct nc_lock_wait *lock_request(struct nc_client *c, const struct nc_cr
     return w;
 }
 
-struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred,
-                             struct nc_open *open, uint64_t owner, const struct nc_lock *lock,
-                             bool wait, nc_callback cb, void *arg)
+struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
+                             uint64_t owner, const struct nc_lock *lock, bool wait, nc_callback cb,
+                             void *arg)
 {
     return lock_request(c, cred, open, owner, lock, wait, false, cb, arg);
 }

@@ -58,7 +58,7 @@ typedef void (*nc_rpc_done)(struct nc_client *c, void *ctx, int err, COMPOUND4re
 struct nc_rpc_config {
     uint32_t request_timeout_ms;
     uint64_t soft_deadline_ms; /* 0 = hard: wait forever; else fail calls older than this */
-    uint32_t max_inflight; /* calls written and not yet answered, at most */
+    uint32_t max_inflight;     /* calls written and not yet answered, at most */
 };
 
 int nc_rpc_new(struct nc_rpc **out, struct nc_client *owner, const struct nc_rpc_config *cfg);

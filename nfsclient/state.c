@@ -217,8 +217,7 @@ static void run_delayed(struct nc_client *c)
     }
 }
 
-void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner,
-                                   struct nc_seqop *op)
+void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op)
 {
     op->next = owner->queue_head;
     owner->queue_head = op;
@@ -297,8 +296,7 @@ struct nc_open *nc_state_find_open(struct nc_client *c, const struct nc_fh *fh, 
             continue;
         for (struct nc_open *open = o->opens; open; open = open->next)
             if (!open->closing && !open->dead_err &&
-                (open->share_access & share_access) == share_access &&
-                nc_fh_equal(&open->fh, fh))
+                (open->share_access & share_access) == share_access && nc_fh_equal(&open->fh, fh))
                 return open;
     }
     return NULL;
