@@ -1,8 +1,9 @@
 /*
  * Write-behind.
  *
- * nc_write() copies the data before it returns, so a write is answered to
- * the kernel as soon as its WRITE (UNSTABLE) is queued, as long as the bytes
+ * nc_write() needs the data until its callback (it may send it again after a
+ * server restart), so each write keeps a copy while in flight, and a write
+ * is answered to the kernel as soon as its WRITE (UNSTABLE) is queued, as long as the bytes
  * and WRITEs in flight for the whole mount stay under their bounds; past
  * them, answers wait for replies, which throttles the writers. An error that
  * comes back after write() returned is kept on the open file and returned by
@@ -37,7 +38,7 @@ struct fs_write {
     struct fs_file *file;
     uint64_t offset;
     uint32_t size;
-    char *data; /* our copy, while held back */
+    char *data; /* our copy, until answered */
 };
 
 static bool overlaps_sent(const struct fs_inode *inode, const struct fs_write *w)
@@ -50,7 +51,7 @@ static bool overlaps_sent(const struct fs_inode *inode, const struct fs_write *w
 
 static void write_done(void *arg, const struct nc_reply *r);
 
-static void send_write(struct fs_write *w, const void *data)
+static void send_write(struct fs_write *w)
 {
     struct fs_inode *inode = w->file->inode;
     w->prev = NULL;
@@ -58,8 +59,8 @@ static void send_write(struct fs_write *w, const void *data)
     if (w->next)
         w->next->prev = w;
     inode->writes_sent = w;
-    nc_write(w->fs->nc, &w->file->cred, w->file->open, w->offset, data, w->size, false, write_done,
-             w);
+    nc_write(w->fs->nc, &w->file->cred, w->file->open, w->offset, w->data, w->size, false,
+             write_done, w);
 }
 
 static void unlink_sent(struct fs_inode *inode, struct fs_write *w)
@@ -80,10 +81,7 @@ static void send_held(struct fs_inode *inode)
         inode->writes_held_head = w->next;
         if (!inode->writes_held_head)
             inode->writes_held_tail = NULL;
-        char *data = w->data;
-        w->data = NULL;
-        send_write(w, data);
-        free(data);
+        send_write(w);
     }
 }
 
@@ -142,6 +140,7 @@ static void write_done(void *arg, const struct nc_reply *r)
     /* The server's mtime and size moved: attributes from requests sent
      * before now are outdated, and the next getattr asks the server. */
     fs_inode_attr_stale(fs, inode);
+    free(w->data);
     free(w);
     send_held(inode);
     fs_writes_release_held(fs, fs->draining);
@@ -176,10 +175,6 @@ static bool start_write(struct fs *fs, struct fs_file *file, uint64_t offset, co
     struct fs_write *w = write_new(fs, file, offset, size);
     if (!w)
         return false;
-    if (!inode->writes_held_head && !overlaps_sent(inode, w)) {
-        send_write(w, data);
-        return true;
-    }
     w->data = malloc(size);
     if (!w->data) {
         fs->write_bytes -= size;
@@ -189,6 +184,10 @@ static bool start_write(struct fs *fs, struct fs_file *file, uint64_t offset, co
         return false;
     }
     memcpy(w->data, data, size);
+    if (!inode->writes_held_head && !overlaps_sent(inode, w)) {
+        send_write(w);
+        return true;
+    }
     if (inode->writes_held_tail)
         inode->writes_held_tail->next = w;
     else

@@ -76,6 +76,9 @@ int nc_client_new(struct nc_client **out, const struct nc_client_config *config)
     err = nc_state_new(&c->state);
     if (err)
         goto out;
+    err = nc_recover_new(&c->recovery);
+    if (err)
+        goto out;
     *out = c;
     return 0;
 out:
@@ -89,16 +92,16 @@ void nc_client_free(struct nc_client *c)
         return;
     c->shutting_down = true;
     nc_rpc_free(c->rpc); /* fails whatever is still pending */
+    nc_unpark_all(c);    /* (fails them: shutting down) */
     nc_run_deferred(c);
     nc_lock_waits_free(c);
     nc_state_free(c->state);
+    nc_recover_free(c->recovery);
     free(c->host);
     free(c->path);
     free(c->client_name);
     free(c);
 }
-
-static void recover_tick(struct nc_client *c);
 
 /* --- deferred completions --- */
 
@@ -132,6 +135,28 @@ void nc_defer_done(struct nc_client *c, nc_rpc_done done, void *ctx, int err)
     d->arg = ctx;
     d->err = err;
     defer(c, d);
+}
+
+void nc_park(struct nc_client *c, struct nc_parked *p)
+{
+    p->next = NULL;
+    if (c->parked_tail)
+        c->parked_tail->next = p;
+    else
+        c->parked_head = p;
+    c->parked_tail = p;
+}
+
+void nc_unpark_all(struct nc_client *c)
+{
+    /* Detach first: a resumed call may park again (another recovery). */
+    struct nc_parked *p = c->parked_head;
+    c->parked_head = c->parked_tail = NULL;
+    while (p) {
+        struct nc_parked *next = p->next;
+        p->resume(c, p);
+        p = next;
+    }
 }
 
 void nc_run_deferred(struct nc_client *c)
@@ -192,10 +217,7 @@ int nc_client_timeout_ms(struct nc_client *c)
     int t = nc_rpc_timeout_ms(c->rpc);
     t = min_timeout(t, nc_state_timeout_ms(c));
     t = min_timeout(t, nc_lock_waits_timeout_ms(c));
-    if (c->recovering && c->recover_retry_at) {
-        uint64_t now = nc_now_ms();
-        t = min_timeout(t, c->recover_retry_at > now ? (int)(c->recover_retry_at - now) : 0);
-    }
+    t = min_timeout(t, nc_recover_timeout_ms(c));
     return t;
 }
 
@@ -204,7 +226,7 @@ void nc_client_dispatch(struct nc_client *c, const struct pollfd *fds, int nfds)
     for (int i = 0; i < nfds; i++)
         nc_rpc_handle(c->rpc, fds[i].revents);
     nc_rpc_tick(c->rpc);
-    recover_tick(c);
+    nc_recover_tick(c);
     nc_state_tick(c);
     nc_lock_waits_tick(c);
     nc_run_deferred(c);
@@ -252,72 +274,6 @@ static const char *status_text(int status)
 {
     const char *n = nc_status_name(status);
     return n ? n : "unknown status";
-}
-
-/* --- recovery: a new client id after the server forgot ours --- */
-
-#define RECOVER_RETRY_MS 1000
-
-static void recover_send_setclientid(struct nc_client *c);
-
-static void recover_retry_later(struct nc_client *c, const char *why)
-{
-    elog_warn(NC_COMPONENT, "re-establishing the client id failed (%s); retrying", why);
-    c->recover_retry_at = nc_now_ms() + RECOVER_RETRY_MS;
-}
-
-static void recover_confirm_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
-{
-    if (err || res->status != NFS4_OK) {
-        recover_retry_later(c, err ? strerror(-err) : status_text(res->status));
-        return;
-    }
-    c->epoch++;
-    nc_state_reset_owners(c);
-    c->recovering = false;
-    elog_warn(NC_COMPONENT, "client id re-established; files open before the server restart "
-                            "report EIO until reopened, their locks are lost");
-    nc_state_set_lease(c, c->lease_seconds);
-    nc_state_resume_owners(c);
-}
-
-static void recover_setclientid_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
-{
-    nfs_resop4 *r = err ? NULL : nc_res_op(res, 0, OP_SETCLIENTID);
-    if (!r || res->status != NFS4_OK) {
-        recover_retry_later(c, err ? strerror(-err) : status_text(res->status));
-        return;
-    }
-    SETCLIENTID4resok *ok = &r->nfs_resop4_u.opsetclientid.SETCLIENTID4res_u.resok4;
-    c->clientid = ok->clientid;
-    memcpy(c->confirm_verifier, ok->setclientid_confirm, sizeof(c->confirm_verifier));
-    struct nc_compound cp;
-    struct nc_cred root = {0};
-    nc_compound_init(&cp, "recover");
-    nfs_argop4 *a = nc_compound_add(&cp, OP_SETCLIENTID_CONFIRM);
-    a->nfs_argop4_u.opsetclientid_confirm.clientid = c->clientid;
-    memcpy(a->nfs_argop4_u.opsetclientid_confirm.setclientid_confirm, c->confirm_verifier,
-           sizeof(verifier4));
-    nc_send(c, &root, &cp, 0, recover_confirm_done, NULL);
-    nc_compound_free(&cp);
-}
-
-void nc_client_recover(struct nc_client *c)
-{
-    if (c->recovering || c->shutting_down)
-        return;
-    c->recovering = true;
-    elog_warn(NC_COMPONENT, "the server no longer knows our client id (it restarted, or the "
-                            "lease expired); re-establishing it");
-    recover_send_setclientid(c);
-}
-
-static void recover_tick(struct nc_client *c)
-{
-    if (!c->recovering || !c->recover_retry_at || nc_now_ms() < c->recover_retry_at)
-        return;
-    c->recover_retry_at = 0;
-    recover_send_setclientid(c);
 }
 
 /* --- the start-up handshake --- */
@@ -438,7 +394,7 @@ static void root_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     ctx->waiting = false;
 }
 
-static void fill_setclientid(struct nc_client *c, struct nc_compound *cp, char *netid, char *raddr)
+void nc_fill_setclientid(struct nc_client *c, struct nc_compound *cp, char *netid, char *raddr)
 {
     nfs_argop4 *a = nc_compound_add(cp, OP_SETCLIENTID);
     SETCLIENTID4args *s = &a->nfs_argop4_u.opsetclientid;
@@ -449,18 +405,6 @@ static void fill_setclientid(struct nc_client *c, struct nc_compound *cp, char *
     s->callback.cb_location.r_netid = netid;
     s->callback.cb_location.r_addr = raddr;
     s->callback_ident = 1;
-}
-
-static void recover_send_setclientid(struct nc_client *c)
-{
-    struct nc_compound cp;
-    struct nc_cred root = {0};
-    char netid[] = "tcp";
-    char raddr[] = "0.0.0.0.0.0";
-    nc_compound_init(&cp, "recover");
-    fill_setclientid(c, &cp, netid, raddr);
-    nc_send(c, &root, &cp, 0, recover_setclientid_done, NULL);
-    nc_compound_free(&cp);
 }
 
 static int send_step(struct nc_client *c, struct connect_ctx *ctx)
@@ -474,7 +418,7 @@ static int send_step(struct nc_client *c, struct connect_ctx *ctx)
     int err = 0;
     switch (ctx->step) {
     case STEP_SETCLIENTID:
-        fill_setclientid(c, &cp, netid, raddr);
+        nc_fill_setclientid(c, &cp, netid, raddr);
         nc_send(c, &root, &cp, 0, setclientid_done, ctx);
         break;
     case STEP_CONFIRM: {

@@ -56,6 +56,7 @@ struct open_ctx {
     bool has_createverf;
     bool exclusive_attrs_set;
     verifier4 createverf;
+    unsigned epoch; /* of the client id the OPEN went out under */
 };
 
 static void open_finish(struct open_ctx *ctx)
@@ -230,6 +231,9 @@ static void attach_state(struct open_ctx *ctx)
     open->epoch = ctx->c->epoch;
     open->cred = ctx->cred;
     open->fh = ctx->fh;
+    open->dir = ctx->dir;
+    open->name = strdup(ctx->name);
+    /* (Without its name only a reclaim can re-establish it after a restart.) */
     open->stateid = ctx->stateid;
     open->share_access = share_access_of(ctx->flags);
     nc_owner_add_open(owner, open);
@@ -273,8 +277,7 @@ static void open_confirm_done(struct nc_client *c, void *arg, int err, COMPOUND4
         if (res->status != NFS4_OK) {
             ctx->err = nc_status_to_errno(res->status);
         } else {
-            ctx->stateid =
-                r->nfs_resop4_u.opopen_confirm.OPEN_CONFIRM4res_u.resok4.open_stateid;
+            ctx->stateid = r->nfs_resop4_u.opopen_confirm.OPEN_CONFIRM4res_u.resok4.open_stateid;
             ctx->owner->confirmed = true;
         }
     }
@@ -317,8 +320,15 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     int st = r ? (int)r->nfs_resop4_u.opopen.status : -1;
     if (nc_status_lost_state(st)) {
         /* Sent under a client id the server no longer knows: again, after. */
-        nc_client_recover(c);
+        if (ctx->epoch == c->epoch)
+            nc_client_recover(c);
         nc_owner_retry_after_recovery(c, owner, &ctx->seqop);
+        return;
+    }
+    if (st == NFS4ERR_GRACE) {
+        /* The server restarted and waits for reclaims: new opens must wait. */
+        owner->seqid++;
+        nc_owner_retry_delayed(c, owner, &ctx->seqop);
         return;
     }
     if (open_exclusive_refused(ctx, st))
@@ -362,6 +372,7 @@ static void open_start(struct nc_client *c, struct nc_seqop *op)
 {
     struct open_ctx *ctx = (struct open_ctx *)op;
     struct nc_compound cp;
+    ctx->epoch = c->epoch;
     nc_compound_init(&cp, "open");
     nc_op_putfh(&cp, &ctx->dir);
     nfs_argop4 *a = nc_compound_add(&cp, OP_OPEN);
@@ -420,9 +431,8 @@ void nc_open(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
         ctx->has_expect = true;
         ctx->expect = *expect;
         bool exclusive = (flags & NC_OPEN_CREATE) && (flags & NC_OPEN_EXCL);
-        struct nc_open *held = exclusive ? NULL
-                                         : nc_state_find_open(c, expect, cred->uid,
-                                                              share_access_of(flags));
+        struct nc_open *held =
+            exclusive ? NULL : nc_state_find_open(c, expect, cred->uid, share_access_of(flags));
         if (held) {
             ctx->open = nc_open_ref(held);
             ctx->fh = *expect;
@@ -448,6 +458,7 @@ struct close_ctx {
     struct nc_open *open;
     nc_callback cb;
     void *arg;
+    bool local; /* the server has no state for it: nothing to send */
 };
 
 static void close_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
@@ -456,15 +467,22 @@ static void close_done(struct nc_client *c, void *arg, int err, COMPOUND4res *re
     struct nc_open *open = ctx->open;
     int st = -1;
     struct nc_reply reply = {0};
-    if (err) {
+    if (ctx->local) {
+        /* nothing was sent */
+    } else if (err) {
         reply.err = err;
     } else {
         nfs_resop4 *r = nc_res_op(res, 1, OP_CLOSE);
         if (r)
             st = r->nfs_resop4_u.opclose.status;
         reply.err = nc_status_to_errno(res->status);
-        if (nc_status_lost_state(st))
-            nc_client_recover(c);
+        if (nc_status_lost_stateid(st)) {
+            /* The server forgot the state: closed as far as it is concerned.
+             * The other opens still need recovering. */
+            reply.err = 0;
+            if (open->epoch == c->epoch)
+                nc_client_recover(c);
+        }
     }
     if (reply.err && reply.err != -ECANCELED)
         elog_debug(NC_COMPONENT, "CLOSE failed: %d", reply.err);
@@ -479,6 +497,13 @@ static void close_start(struct nc_client *c, struct nc_seqop *op)
 {
     struct close_ctx *ctx = (struct close_ctx *)op;
     struct nc_open *open = ctx->open;
+    if (nc_open_dead(c, open)) {
+        /* Recovery gave up on it (or it was closing during recovery): the
+         * server holds nothing of it. From the loop, never inside nc_close. */
+        ctx->local = true;
+        nc_defer_done(c, close_done, ctx, 0);
+        return;
+    }
     struct nc_compound cp;
     nc_compound_init(&cp, "close");
     nc_op_putfh(&cp, &open->fh);
@@ -497,13 +522,6 @@ void nc_close(struct nc_client *c, struct nc_open *open, nc_callback cb, void *a
         return;
     }
     if (--open->refs > 0) {
-        if (cb)
-            nc_defer_error(c, cb, arg, 0);
-        return;
-    }
-    if (nc_open_dead(c, open)) {
-        /* The server forgot it when it restarted: nothing to close there. */
-        nc_state_forget_dead_open(c, open);
         if (cb)
             nc_defer_error(c, cb, arg, 0);
         return;
@@ -529,32 +547,43 @@ void nc_close(struct nc_client *c, struct nc_open *open, nc_callback cb, void *a
 
 /* --- READ / WRITE / COMMIT --- */
 
+/* A server that keeps refusing fresh stateids is not going to accept them
+ * after yet another recovery. */
+#define IO_MAX_RECOVERIES 3
+
 struct io_ctx {
+    struct nc_parked park; /* first: resume() gets the ctx back */
     nc_callback cb;
     void *arg;
     nfs_opnum4 op;
-    unsigned epoch; /* of the open state used */
+    unsigned epoch; /* of the stateid sent */
+    unsigned recoveries;
+    struct nc_cred cred;
+    struct nc_open *open; /* a reference */
+    uint64_t offset;
+    uint32_t count;
+    const void *data; /* the caller's: valid until the callback */
+    bool stable;
 };
 
-/* NULL (and the callback deferred with EIO) when the open state died with a
- * server restart: its stateid means nothing to the new server. */
-static struct io_ctx *io_ctx_new(struct nc_client *c, struct nc_open *open, nc_callback cb,
-                                 void *arg, nfs_opnum4 op)
+static void io_send(struct nc_client *c, struct io_ctx *ctx);
+
+static void io_free(struct nc_client *c, struct io_ctx *ctx)
 {
-    if (nc_open_dead(c, open)) {
-        nc_defer_error(c, cb, arg, -EIO);
-        return NULL;
-    }
-    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
-        return NULL;
-    }
-    ctx->cb = cb;
-    ctx->arg = arg;
-    ctx->op = op;
-    ctx->epoch = open->epoch;
-    return ctx;
+    nc_close(c, ctx->open, NULL, NULL);
+    free(ctx);
+}
+
+/* Fails from the loop: this may run inside nc_read/nc_write. */
+static void io_fail(struct nc_client *c, struct io_ctx *ctx, int err)
+{
+    nc_defer_error(c, ctx->cb, ctx->arg, err);
+    io_free(c, ctx);
+}
+
+static void io_resume(struct nc_client *c, struct nc_parked *p)
+{
+    io_send(c, (struct io_ctx *)p);
 }
 
 static void io_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
@@ -566,9 +595,17 @@ static void io_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
         goto out;
     }
     if (res->status != NFS4_OK) {
+        if (nc_status_lost_stateid(res->status) && !c->shutting_down &&
+            ctx->recoveries < IO_MAX_RECOVERIES) {
+            /* The server forgot the state the call was sent with: recover it
+             * (unless that is under way or done since) and send it again. */
+            ctx->recoveries++;
+            if (ctx->epoch == c->epoch)
+                nc_client_recover(c);
+            io_send(c, ctx);
+            return;
+        }
         reply.err = nc_status_to_errno(res->status);
-        if (nc_status_lost_state(res->status) && ctx->epoch == c->epoch)
-            nc_client_recover(c);
         goto out;
     }
     nfs_resop4 *r = nc_res_op(res, 1, ctx->op);
@@ -602,67 +639,109 @@ static void io_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
     }
 out:
     ctx->cb(ctx->arg, &reply);
-    free(ctx);
+    io_free(c, ctx);
 }
 
-void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
-             uint64_t offset, uint32_t count, nc_callback cb, void *arg)
+/* Sends (or re-sends) the call with the open's current stateid, parks it
+ * while recovery runs, or fails it when the open cannot be used. */
+static void io_send(struct nc_client *c, struct io_ctx *ctx)
 {
-    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_READ);
-    if (!ctx)
+    struct nc_open *open = ctx->open;
+    if (c->shutting_down) {
+        io_fail(c, ctx, -ECANCELED);
         return;
+    }
+    if (open->dead_err) {
+        io_fail(c, ctx, open->dead_err);
+        return;
+    }
+    if (open->locks_lost) {
+        io_fail(c, ctx, -EIO);
+        return;
+    }
+    if (c->recovering) {
+        nc_park(c, &ctx->park);
+        return;
+    }
+    if (open->epoch != c->epoch) {
+        /* Closing when recovery ran, so never re-established. */
+        io_fail(c, ctx, -EIO);
+        return;
+    }
+    ctx->epoch = c->epoch;
+    struct nc_compound cp;
+    nc_compound_init(&cp, ctx->op == OP_READ ? "read" : ctx->op == OP_WRITE ? "write" : "commit");
+    nc_op_putfh(&cp, &open->fh);
+    nfs_argop4 *a = nc_compound_add(&cp, ctx->op);
+    size_t payload = 0;
+    switch (ctx->op) {
+    case OP_READ:
+        a->nfs_argop4_u.opread.stateid = open->stateid;
+        a->nfs_argop4_u.opread.offset = ctx->offset;
+        a->nfs_argop4_u.opread.count = ctx->count;
+        break;
+    case OP_WRITE:
+        a->nfs_argop4_u.opwrite.stateid = open->stateid;
+        a->nfs_argop4_u.opwrite.offset = ctx->offset;
+        a->nfs_argop4_u.opwrite.stable = ctx->stable ? FILE_SYNC4 : UNSTABLE4;
+        a->nfs_argop4_u.opwrite.data.data_len = ctx->count;
+        a->nfs_argop4_u.opwrite.data.data_val = (char *)ctx->data;
+        payload = ctx->count;
+        break;
+    default:
+        a->nfs_argop4_u.opcommit.offset = 0;
+        a->nfs_argop4_u.opcommit.count = 0;
+        nc_op_getattr(&cp);
+        break;
+    }
+    nc_send(c, &ctx->cred, &cp, payload, io_done, ctx);
+    nc_compound_free(&cp);
+}
+
+static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
+                     nfs_opnum4 op, uint64_t offset, const void *data, uint32_t count, bool stable,
+                     nc_callback cb, void *arg)
+{
+    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        nc_defer_error(c, cb, arg, -ENOMEM);
+        return;
+    }
+    ctx->park.resume = io_resume;
+    ctx->cb = cb;
+    ctx->arg = arg;
+    ctx->op = op;
+    ctx->cred = *cred;
+    ctx->open = nc_open_ref(open);
+    ctx->offset = offset;
+    ctx->data = data;
+    ctx->count = count;
+    ctx->stable = stable;
+    io_send(c, ctx);
+}
+
+void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open, uint64_t offset,
+             uint32_t count, nc_callback cb, void *arg)
+{
     if (count > c->max_read)
         count = c->max_read;
-    struct nc_compound cp;
-    nc_compound_init(&cp, "read");
-    nc_op_putfh(&cp, &open->fh);
-    nfs_argop4 *a = nc_compound_add(&cp, OP_READ);
-    a->nfs_argop4_u.opread.stateid = open->stateid;
-    a->nfs_argop4_u.opread.offset = offset;
-    a->nfs_argop4_u.opread.count = count;
-    nc_send(c, cred, &cp, 0, io_done, ctx);
-    nc_compound_free(&cp);
+    io_start(c, cred, open, OP_READ, offset, NULL, count, false, cb, arg);
 }
 
 void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
               uint64_t offset, const void *data, uint32_t count, bool stable, nc_callback cb,
               void *arg)
 {
-    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_WRITE);
-    if (!ctx)
-        return;
     if (count > c->max_write) {
         /* Callers split writes by nc_client_max_write(); anything else is a bug. */
-        free(ctx);
         nc_defer_error(c, cb, arg, -EINVAL);
         return;
     }
-    struct nc_compound cp;
-    nc_compound_init(&cp, "write");
-    nc_op_putfh(&cp, &open->fh);
-    nfs_argop4 *a = nc_compound_add(&cp, OP_WRITE);
-    a->nfs_argop4_u.opwrite.stateid = open->stateid;
-    a->nfs_argop4_u.opwrite.offset = offset;
-    a->nfs_argop4_u.opwrite.stable = stable ? FILE_SYNC4 : UNSTABLE4;
-    a->nfs_argop4_u.opwrite.data.data_len = count;
-    a->nfs_argop4_u.opwrite.data.data_val = (char *)data;
-    nc_send(c, cred, &cp, count, io_done, ctx);
-    nc_compound_free(&cp);
+    io_start(c, cred, open, OP_WRITE, offset, data, count, stable, cb, arg);
 }
 
 void nc_commit(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
                nc_callback cb, void *arg)
 {
-    struct io_ctx *ctx = io_ctx_new(c, open, cb, arg, OP_COMMIT);
-    if (!ctx)
-        return;
-    struct nc_compound cp;
-    nc_compound_init(&cp, "commit");
-    nc_op_putfh(&cp, &open->fh);
-    nfs_argop4 *a = nc_compound_add(&cp, OP_COMMIT);
-    a->nfs_argop4_u.opcommit.offset = 0;
-    a->nfs_argop4_u.opcommit.count = 0;
-    nc_op_getattr(&cp);
-    nc_send(c, cred, &cp, 0, io_done, ctx);
-    nc_compound_free(&cp);
+    io_start(c, cred, open, OP_COMMIT, 0, NULL, 0, false, cb, arg);
 }

@@ -7,6 +7,10 @@
  * serialises the lock-owner's own seqid. NFSv4.0 has no callback for a lock
  * becoming free, so a waiting lock polls with backoff, as the Linux client
  * does.
+ *
+ * What each lock-owner holds is tracked as POSIX sees it (a lock sets a
+ * range to its type, an unlock clears it), so that recovery can reclaim it
+ * after a server restart (recover.c).
  */
 #include "nc_internal.h"
 
@@ -33,6 +37,9 @@ struct nc_lock_wait {
     bool cancelled;
     bool waiting_retry;
     bool used_new_owner;
+    bool local; /* answered without the server: local_err */
+    int local_err;
+    unsigned epoch; /* of the client id the call went out under */
     uint64_t retry_at;
     unsigned backoff_ms;
     nc_callback cb;
@@ -41,6 +48,53 @@ struct nc_lock_wait {
 };
 
 static uint32_t next_lockowner_name;
+
+uint32_t nc_lockowner_new_name(void)
+{
+    return ++next_lockowner_name;
+}
+
+static int range_cmp(const void *a, const void *b)
+{
+    const struct nc_lockrange *x = a, *y = b;
+    return x->start < y->start ? -1 : x->start > y->start;
+}
+
+void nc_lockowner_update(struct nc_lockowner *lo, uint64_t start, uint64_t len, int type)
+{
+    uint64_t end = (len == 0 || start + len < start) ? UINT64_MAX : start + len;
+    /* Cutting [start, end) out of a range splits it in two at most. */
+    struct nc_lockrange *out = calloc(lo->nranges + 2, sizeof(*out));
+    if (!out) {
+        elog_warn(NC_COMPONENT, "out of memory tracking a lock: it cannot be reclaimed");
+        return;
+    }
+    unsigned n = 0;
+    for (unsigned i = 0; i < lo->nranges; i++) {
+        struct nc_lockrange r = lo->ranges[i];
+        if (r.end <= start || r.start >= end) {
+            out[n++] = r;
+            continue;
+        }
+        if (r.start < start)
+            out[n++] = (struct nc_lockrange){r.start, start, r.type};
+        if (r.end > end)
+            out[n++] = (struct nc_lockrange){end, r.end, r.type};
+    }
+    if (type)
+        out[n++] = (struct nc_lockrange){start, end, (enum nc_lock_type)type};
+    qsort(out, n, sizeof(*out), range_cmp);
+    unsigned m = 0;
+    for (unsigned i = 0; i < n; i++) {
+        if (m && out[m - 1].type == out[i].type && out[m - 1].end == out[i].start)
+            out[m - 1].end = out[i].end;
+        else
+            out[m++] = out[i];
+    }
+    free(lo->ranges);
+    lo->ranges = out;
+    lo->nranges = m;
+}
 
 static length4 nfs_length(const struct nc_lock *lock)
 {
@@ -66,8 +120,8 @@ static struct nc_lockowner *find_lockowner(struct nc_open *open, uint64_t id, bo
     return lo;
 }
 
-static void fill_lock_owner(struct nc_client *c, const struct nc_lockowner *lo, lock_owner4 *out,
-                            char *buf, size_t buflen)
+void nc_fill_lock_owner(struct nc_client *c, const struct nc_lockowner *lo, lock_owner4 *out,
+                        char *buf, size_t buflen)
 {
     int n = snprintf(buf, buflen, "efsfuse-lock-%u", lo->name);
     out->clientid = c->clientid;
@@ -99,6 +153,12 @@ static void lock_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     struct nc_lockowner *lo = w->lo;
     struct nc_reply reply = {0};
     int st = -1;
+    if (w->local) {
+        nc_owner_done(c, w->open->owner, -1);
+        reply.err = w->local_err;
+        wait_finish(w, &reply);
+        return;
+    }
     if (err) {
         reply.err = err;
     } else {
@@ -106,12 +166,34 @@ static void lock_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         if (r)
             st = w->unlock ? (int)r->nfs_resop4_u.oplocku.status
                            : (int)r->nfs_resop4_u.oplock.status;
-        reply.err = nc_status_to_errno(r ? st : (int)res->status);
-        if (nc_status_lost_state(r ? st : (int)res->status))
-            nc_client_recover(c);
+        int status = r ? st : (int)res->status;
+        if (nc_status_lost_stateid(status) && !c->shutting_down) {
+            /* Sent with state the server forgot: again once it is recovered
+             * (the seqids do not advance on these errors). */
+            if (w->used_new_owner)
+                lo->name = nc_lockowner_new_name();
+            if (w->epoch == c->epoch)
+                nc_client_recover(c);
+            nc_owner_retry_after_recovery(c, w->open->owner, &w->seqop);
+            return;
+        }
+        if (st == NFS4ERR_GRACE) {
+            /* A restarted server takes only reclaims for now; the seqid was
+             * used up (and a new lock-owner perhaps registered). */
+            if (w->used_new_owner) {
+                w->open->owner->seqid++;
+                lo->name = nc_lockowner_new_name();
+            } else {
+                lo->seqid++;
+            }
+            nc_owner_retry_delayed(c, w->open->owner, &w->seqop);
+            return;
+        }
+        reply.err = nc_status_to_errno(status);
         if (r && st == NFS4_OK) {
             lo->stateid = w->unlock ? r->nfs_resop4_u.oplocku.LOCKU4res_u.lock_stateid
                                     : r->nfs_resop4_u.oplock.LOCK4res_u.resok4.lock_stateid;
+            nc_lockowner_update(lo, w->lock.start, w->lock.len, w->unlock ? 0 : (int)w->lock.type);
         } else if (r && st == NFS4ERR_DENIED && !w->unlock) {
             conflict_from(&reply, &r->nfs_resop4_u.oplock.LOCK4res_u.denied);
         }
@@ -156,6 +238,28 @@ static void lock_start(struct nc_client *c, struct nc_seqop *op)
         wait_finish(w, &reply);
         return;
     }
+    /* What recovery found while this waited in the queue. */
+    w->local = true;
+    if (open->dead_err) {
+        w->local_err = open->dead_err;
+    } else if (w->unlock && !lo->has_stateid) {
+        /* Lost with a restart, or never granted: nothing held to release,
+         * so unlocking succeeds (the range is free as far as we know). */
+        nc_lockowner_update(lo, w->lock.start, w->lock.len, 0);
+        w->local_err = 0;
+    } else if (open->locks_lost && !w->unlock) {
+        w->local_err = -EIO;
+    } else if (open->epoch != c->epoch) {
+        w->local_err = -EIO; /* closing while recovery ran */
+    } else {
+        w->local = false;
+    }
+    if (w->local) {
+        /* From the loop: this may run inside nc_lock(). */
+        nc_defer_done(c, lock_done, w, 0);
+        return;
+    }
+    w->epoch = c->epoch;
     struct nc_compound cp;
     nc_compound_init(&cp, w->unlock ? "locku" : "lock");
     nc_op_putfh(&cp, &open->fh);
@@ -183,7 +287,7 @@ static void lock_start(struct nc_client *c, struct nc_seqop *op)
             o->open_seqid = open->owner->seqid;
             o->open_stateid = open->stateid;
             o->lock_seqid = 0;
-            fill_lock_owner(c, lo, &o->lock_owner, w->owner_buf, sizeof(w->owner_buf));
+            nc_fill_lock_owner(c, lo, &o->lock_owner, w->owner_buf, sizeof(w->owner_buf));
         } else {
             l->locker.new_lock_owner = 0;
             l->locker.locker4_u.lock_owner.lock_stateid = lo->stateid;
@@ -199,13 +303,17 @@ static struct nc_lock_wait *lock_request(struct nc_client *c, const struct nc_cr
                                          const struct nc_lock *lock, bool wait, bool unlock,
                                          nc_callback cb, void *arg)
 {
-    if (nc_open_dead(c, open)) {
-        /* Locks held under a client id the server forgot are gone. */
+    if (open->dead_err) {
+        nc_defer_error(c, cb, arg, open->dead_err);
+        return NULL;
+    }
+    if (open->locks_lost && !unlock) {
+        /* Until the file is closed, as the Linux client does. */
         nc_defer_error(c, cb, arg, -EIO);
         return NULL;
     }
     struct nc_lockowner *lo = find_lockowner(open, owner, !unlock);
-    if (unlock && (!lo || !lo->has_stateid)) {
+    if (unlock && !lo) {
         /* This owner never got a lock on this open: nothing to release. */
         nc_defer_error(c, cb, arg, 0);
         return NULL;
@@ -230,9 +338,9 @@ static struct nc_lock_wait *lock_request(struct nc_client *c, const struct nc_cr
     return w;
 }
 
-struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred,
-                             struct nc_open *open, uint64_t owner, const struct nc_lock *lock,
-                             bool wait, nc_callback cb, void *arg)
+struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
+                             uint64_t owner, const struct nc_lock *lock, bool wait, nc_callback cb,
+                             void *arg)
 {
     return lock_request(c, cred, open, owner, lock, wait, false, cb, arg);
 }
@@ -304,9 +412,36 @@ void nc_lock_waits_free(struct nc_client *c)
 /* --- LOCKT --- */
 
 struct test_ctx {
+    struct nc_parked park; /* first: resume() gets the ctx back */
     nc_callback cb;
     void *arg;
+    struct nc_cred cred;
+    struct nc_open *open; /* a reference */
+    struct nc_lockowner *lo;
+    struct nc_lock lock;
+    unsigned epoch;
+    bool retried;
 };
+
+static void test_send(struct nc_client *c, struct test_ctx *ctx);
+
+static void test_finish(struct nc_client *c, struct test_ctx *ctx, const struct nc_reply *reply)
+{
+    ctx->cb(ctx->arg, reply);
+    nc_close(c, ctx->open, NULL, NULL);
+    free(ctx);
+}
+
+static void test_resume(struct nc_client *c, struct nc_parked *p)
+{
+    struct test_ctx *ctx = (struct test_ctx *)p;
+    if (c->shutting_down) {
+        struct nc_reply reply = nc_reply_err(-ECANCELED);
+        test_finish(c, ctx, &reply);
+        return;
+    }
+    test_send(c, ctx);
+}
 
 static void test_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
@@ -317,12 +452,40 @@ static void test_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     } else {
         nfs_resop4 *r = nc_res_op(res, 1, OP_LOCKT);
         int st = r ? (int)r->nfs_resop4_u.oplockt.status : (int)res->status;
+        if (nc_status_lost_state(st) && !ctx->retried && !c->shutting_down) {
+            /* The lock-owner names our old client id: ask again under the new one. */
+            ctx->retried = true;
+            if (ctx->epoch == c->epoch)
+                nc_client_recover(c);
+            test_send(c, ctx);
+            return;
+        }
         reply.err = nc_status_to_errno(st);
         if (r && st == NFS4ERR_DENIED)
             conflict_from(&reply, &r->nfs_resop4_u.oplockt.LOCKT4res_u.denied);
     }
-    ctx->cb(ctx->arg, &reply);
-    free(ctx);
+    test_finish(c, ctx, &reply);
+}
+
+static void test_send(struct nc_client *c, struct test_ctx *ctx)
+{
+    if (c->recovering) {
+        nc_park(c, &ctx->park);
+        return;
+    }
+    ctx->epoch = c->epoch;
+    char owner_buf[48];
+    struct nc_compound cp;
+    nc_compound_init(&cp, "lockt");
+    nc_op_putfh(&cp, &ctx->open->fh);
+    nfs_argop4 *a = nc_compound_add(&cp, OP_LOCKT);
+    LOCKT4args *t = &a->nfs_argop4_u.oplockt;
+    t->locktype = ctx->lock.type == NC_LOCK_WRITE ? WRITE_LT : READ_LT;
+    t->offset = ctx->lock.start;
+    t->length = nfs_length(&ctx->lock);
+    nc_fill_lock_owner(c, ctx->lo, &t->owner, owner_buf, sizeof(owner_buf));
+    nc_send(c, &ctx->cred, &cp, 0, test_done, ctx);
+    nc_compound_free(&cp);
 }
 
 void nc_lock_test(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
@@ -335,18 +498,12 @@ void nc_lock_test(struct nc_client *c, const struct nc_cred *cred, struct nc_ope
         nc_defer_error(c, cb, arg, -ENOMEM);
         return;
     }
+    ctx->park.resume = test_resume;
     ctx->cb = cb;
     ctx->arg = arg;
-    char owner_buf[48];
-    struct nc_compound cp;
-    nc_compound_init(&cp, "lockt");
-    nc_op_putfh(&cp, &open->fh);
-    nfs_argop4 *a = nc_compound_add(&cp, OP_LOCKT);
-    LOCKT4args *t = &a->nfs_argop4_u.oplockt;
-    t->locktype = lock->type == NC_LOCK_WRITE ? WRITE_LT : READ_LT;
-    t->offset = lock->start;
-    t->length = nfs_length(lock);
-    fill_lock_owner(c, lo, &t->owner, owner_buf, sizeof(owner_buf));
-    nc_send(c, cred, &cp, 0, test_done, ctx);
-    nc_compound_free(&cp);
+    ctx->cred = *cred;
+    ctx->open = nc_open_ref(open);
+    ctx->lo = lo;
+    ctx->lock = *lock;
+    test_send(c, ctx);
 }

@@ -5,7 +5,9 @@
  *   rpc.c       the TCP connection: record marking, XIDs, send queue,
  *               retransmission on reconnect, timeouts
  *   compound.c  building COMPOUND4args and reading fattr4 / writing attributes
- *   state.c     client id, lease renewal, open-owners and their seqid queues
+ *   state.c     lease renewal, open-owners and their seqid queues
+ *   recover.c   state recovery: a new client id, then every open and lock
+ *               reclaimed (grace) or reopened, then the parked calls resent
  *   client.c    nc_client lifetime, connect, the event-loop entry points
  *   meta.c      stateless operations (getattr, lookup, create, remove, ...)
  *   file.c      open, close, read, write, commit
@@ -152,19 +154,48 @@ struct nc_owner;
 struct nc_seqop {
     struct nc_seqop *next;
     void (*start)(struct nc_client *c, struct nc_seqop *op);
+    /* while waiting out the server's grace period (owner held) */
+    struct nc_seqop *delay_next;
+    struct nc_owner *delay_owner;
+    uint64_t delay_at;
+};
+
+/* A call held back while state is being recovered; resume() sends it again
+ * (with the open's new stateid) or fails it, once recovery is over. */
+struct nc_parked {
+    struct nc_parked *next;
+    void (*resume)(struct nc_client *c, struct nc_parked *p);
 };
 
 struct nc_open {
     struct nc_open *next; /* in owner's list */
     struct nc_owner *owner;
     unsigned refs;
-    unsigned epoch;      /* the client id it was opened under (see nc_client.epoch) */
+    /* The client id its stateid belongs to (see nc_client.epoch): an older
+     * one means recovery has not re-established it yet. */
+    unsigned epoch;
     struct nc_cred cred; /* of the first opener: CLOSE and lock bookkeeping use it */
     struct nc_fh fh;
+    /* Where it was opened, to open it again by name when the server cannot
+     * let us reclaim it. */
+    struct nc_fh dir;
+    char *name;
     stateid4 stateid;
     uint32_t share_access;
     struct nc_lockowner *lockowners;
     bool closing;
+    /* Recovery could not re-establish it: every use fails with this. */
+    int dead_err;
+    /* Locks held through it were lost in a server restart: its I/O and new
+     * locks fail with EIO until it is closed, as with the Linux client. */
+    bool locks_lost;
+};
+
+/* A byte range a lock-owner holds: [start, end), end UINT64_MAX = to EOF. */
+struct nc_lockrange {
+    uint64_t start;
+    uint64_t end;
+    enum nc_lock_type type;
 };
 
 struct nc_lockowner {
@@ -174,6 +205,9 @@ struct nc_lockowner {
     bool has_stateid;
     stateid4 stateid;
     uint32_t seqid;
+    /* What the server granted, POSIX-merged: reclaimed after a restart. */
+    struct nc_lockrange *ranges;
+    unsigned nranges;
 };
 
 struct nc_owner {
@@ -203,6 +237,10 @@ void nc_owner_submit(struct nc_client *c, struct nc_owner *owner, struct nc_seqo
 void nc_owner_done(struct nc_client *c, struct nc_owner *owner, int nfs_status);
 void nc_owner_fill(const struct nc_client *c, const struct nc_owner *owner, open_owner4 *out,
                    char *buf, size_t buflen);
+/* While the server is in its grace period it refuses new opens and locks
+ * (NFS4ERR_GRACE, which consumes the seqid): op runs again in a while,
+ * still holding its owner. */
+void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op);
 /* Finds an open state of owner with the same stateid "other" (server merged opens). */
 struct nc_open *nc_owner_find_open(struct nc_owner *owner, const stateid4 *sid);
 void nc_owner_add_open(struct nc_owner *owner, struct nc_open *open);
@@ -216,6 +254,14 @@ void nc_open_free(struct nc_open *open);
 void nc_state_set_lease(struct nc_client *c, uint32_t lease_seconds);
 int nc_state_timeout_ms(struct nc_client *c);
 void nc_state_tick(struct nc_client *c);
+/* All open-owners (for recovery). */
+struct nc_owner *nc_state_owners(struct nc_client *c);
+/* Lock-owner names are numbers from one sequence; a fresh one after a failure. */
+uint32_t nc_lockowner_new_name(void);
+void nc_fill_lock_owner(struct nc_client *c, const struct nc_lockowner *lo, lock_owner4 *out,
+                        char *buf, size_t buflen);
+/* A lock changed what lo holds on [start, start+len) (len 0: to EOF); type 0 = unlocked. */
+void nc_lockowner_update(struct nc_lockowner *lo, uint64_t start, uint64_t len, int type);
 /* Close every open state still held (best effort, synchronous via run_once). */
 void nc_state_close_all(struct nc_client *c);
 bool nc_seqid_advances(int nfs_status);
@@ -242,11 +288,13 @@ struct nc_client {
     struct nc_deferred *deferred_tail;
     struct nc_lock_wait *lock_waits;
     bool shutting_down;
-    /* Server restarts: the client id is re-established under a new epoch;
-     * open states of older epochs are dead (their I/O fails with EIO). */
+    /* Each client id the server confirmed is a new epoch; while recovering,
+     * owner queues are held and stateid-bearing calls are parked. */
     unsigned epoch;
     bool recovering;
-    uint64_t recover_retry_at;
+    struct nc_recovery *recovery;
+    struct nc_parked *parked_head;
+    struct nc_parked *parked_tail;
     /* O_EXCL creates (file.c): verifiers handed out, and whether the server
      * refused EXCLUSIVE4 (then GUARDED4 is used). */
     uint64_t createverf_count;
@@ -254,22 +302,33 @@ struct nc_client {
 };
 
 /* The server no longer knows our client id or this state (it restarted, or
- * our lease expired): nc_client_recover() makes a new client id. */
+ * our lease expired): nc_client_recover() re-establishes both (recover.c). */
 bool nc_status_lost_state(int nfs_status);
+/* The same, for a call carrying a stateid (BAD_STATEID included: a server
+ * that lost its state may not recognise ours at all). */
+bool nc_status_lost_stateid(int nfs_status);
 void nc_client_recover(struct nc_client *c);
+int nc_recover_new(struct nc_recovery **out);
+void nc_recover_free(struct nc_recovery *rec);
+void nc_recover_tick(struct nc_client *c);
+int nc_recover_timeout_ms(struct nc_client *c);
+/* No usable stateid right now (dead, or not yet recovered). */
 static inline bool nc_open_dead(const struct nc_client *c, const struct nc_open *open)
 {
-    return open->epoch != c->epoch;
+    return open->dead_err || open->epoch != c->epoch;
 }
-/* Owners forget their sequence and open states (a new client id). */
+/* A new client id: owners start a new sequence under new names. */
 void nc_state_reset_owners(struct nc_client *c);
 void nc_state_resume_owners(struct nc_client *c);
-/* Frees an open state of a previous epoch once its last user closes it. */
-void nc_state_forget_dead_open(struct nc_client *c, struct nc_open *open);
 /* Puts a seqid operation that the server refused for a lost client id back
  * at the front of its owner's queue, to run again after recovery. */
 void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner,
                                    struct nc_seqop *op);
+/* Holds p until recovery is over (then p->resume runs from the loop). */
+void nc_park(struct nc_client *c, struct nc_parked *p);
+void nc_unpark_all(struct nc_client *c);
+/* SETCLIENTID arguments with our name and boot verifier. */
+void nc_fill_setclientid(struct nc_client *c, struct nc_compound *cp, char *netid, char *raddr);
 
 /* A completion run later from the loop, so that callbacks never run inside
  * the call that started the operation. Exactly one of cb / done is set. */

@@ -30,7 +30,11 @@
 
 struct nc_client;
 /* One NFSv4 open state (stateid + open-owner), shared and reference counted
- * by every nc_open() that the server merged into it. */
+ * by every nc_open() that the server merged into it. It survives a server
+ * restart: its state and locks are reclaimed (or it is reopened) in place,
+ * and calls in flight are sent again. One that cannot be recovered fails
+ * each later use (ESTALE when the file is gone, else EIO); one whose locks
+ * were lost fails its I/O and new locks with EIO until it is closed. */
 struct nc_open;
 
 struct nc_fh {
@@ -300,9 +304,11 @@ const struct nc_fh *nc_open_fh(const struct nc_open *open);
 void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
              uint64_t offset, uint32_t count, nc_callback cb, void *arg);
 /*
- * written, verifier, stable, attr (when the server gave it). The data is
- * copied before nc_write() returns. stable=false sends UNSTABLE4 (then
- * nc_commit() before relying on it), true sends FILE_SYNC4.
+ * written, verifier, stable, attr (when the server gave it). The data must
+ * stay valid and unchanged until the callback runs: after a server restart
+ * the WRITE is sent again from it with the recovered open state's stateid.
+ * stable=false sends UNSTABLE4 (then nc_commit() before relying on it),
+ * true sends FILE_SYNC4.
  */
 void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
               uint64_t offset, const void *data, uint32_t count, bool stable, nc_callback cb,

@@ -20,9 +20,11 @@
 
 #define OWNERS_PER_UID 16
 
+#define GRACE_RETRY_MS 1000
+
 struct nc_state {
     struct nc_owner *owners;
-    struct nc_open *dead_opens; /* from before a recovery, still referenced by callers */
+    struct nc_seqop *delayed; /* waiting out the grace period */
     uint32_t next_owner_id;
     uint64_t renew_at;
     uint32_t renew_interval_ms;
@@ -44,8 +46,10 @@ static void free_open(struct nc_open *open)
     while (open->lockowners) {
         struct nc_lockowner *lo = open->lockowners;
         open->lockowners = lo->next;
+        free(lo->ranges);
         free(lo);
     }
+    free(open->name);
     free(open);
 }
 
@@ -53,11 +57,6 @@ void nc_state_free(struct nc_state *st)
 {
     if (!st)
         return;
-    while (st->dead_opens) {
-        struct nc_open *open = st->dead_opens;
-        st->dead_opens = open->next;
-        free_open(open);
-    }
     while (st->owners) {
         struct nc_owner *o = st->owners;
         st->owners = o->next;
@@ -183,8 +182,42 @@ bool nc_status_lost_state(int nfs_status)
            nfs_status == NFS4ERR_STALE_STATEID;
 }
 
-void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner,
-                                   struct nc_seqop *op)
+bool nc_status_lost_stateid(int nfs_status)
+{
+    return nc_status_lost_state(nfs_status) || nfs_status == NFS4ERR_BAD_STATEID;
+}
+
+void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op)
+{
+    struct nc_state *st = c->state;
+    op->delay_owner = owner;
+    op->delay_at = nc_now_ms() + GRACE_RETRY_MS;
+    op->delay_next = st->delayed;
+    st->delayed = op;
+}
+
+static void run_delayed(struct nc_client *c)
+{
+    struct nc_state *st = c->state;
+    uint64_t now = nc_now_ms();
+    struct nc_seqop **pp = &st->delayed;
+    while (*pp) {
+        struct nc_seqop *op = *pp;
+        if (op->delay_at > now && !c->recovering) {
+            pp = &op->delay_next;
+            continue;
+        }
+        *pp = op->delay_next;
+        /* Recovery needs every owner idle: the op waits in its queue instead. */
+        if (c->recovering)
+            nc_owner_retry_after_recovery(c, op->delay_owner, op);
+        else
+            op->start(c, op);
+        pp = &st->delayed; /* start() may have changed the list */
+    }
+}
+
+void nc_owner_retry_after_recovery(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op)
 {
     op->next = owner->queue_head;
     owner->queue_head = op;
@@ -199,17 +232,25 @@ void nc_state_reset_owners(struct nc_client *c)
 {
     struct nc_state *st = c->state;
     for (struct nc_owner *o = st->owners; o; o = o->next) {
+        /* New names: a server that kept our client id (an expired lease)
+         * may still know the old owners and their sequence. */
+        o->id = ++st->next_owner_id;
         o->seqid = 0;
         o->confirmed = false;
         o->broken = false;
-        /* Their states died with the old client id; callers still hold them. */
-        while (o->opens) {
-            struct nc_open *open = o->opens;
-            o->opens = open->next;
-            open->next = st->dead_opens;
-            st->dead_opens = open;
+        for (struct nc_open *open = o->opens; open; open = open->next) {
+            for (struct nc_lockowner *lo = open->lockowners; lo; lo = lo->next) {
+                lo->has_stateid = false;
+                lo->seqid = 0;
+                lo->name = nc_lockowner_new_name();
+            }
         }
     }
+}
+
+struct nc_owner *nc_state_owners(struct nc_client *c)
+{
+    return c->state->owners;
 }
 
 void nc_state_resume_owners(struct nc_client *c)
@@ -218,23 +259,13 @@ void nc_state_resume_owners(struct nc_client *c)
         owner_run_next(c, o);
 }
 
-void nc_state_forget_dead_open(struct nc_client *c, struct nc_open *open)
-{
-    for (struct nc_open **pp = &c->state->dead_opens; *pp; pp = &(*pp)->next) {
-        if (*pp == open) {
-            *pp = open->next;
-            break;
-        }
-    }
-    free_open(open);
-}
-
 /* --- open states --- */
 
 struct nc_open *nc_owner_find_open(struct nc_owner *owner, const stateid4 *sid)
 {
     for (struct nc_open *o = owner->opens; o; o = o->next)
-        if (!o->closing && memcmp(o->stateid.other, sid->other, sizeof(sid->other)) == 0)
+        if (!o->closing && !o->dead_err &&
+            memcmp(o->stateid.other, sid->other, sizeof(sid->other)) == 0)
             return o;
     return NULL;
 }
@@ -264,8 +295,8 @@ struct nc_open *nc_state_find_open(struct nc_client *c, const struct nc_fh *fh, 
         if (o->uid != uid || o->broken)
             continue;
         for (struct nc_open *open = o->opens; open; open = open->next)
-            if (!open->closing && (open->share_access & share_access) == share_access &&
-                nc_fh_equal(&open->fh, fh))
+            if (!open->closing && !open->dead_err &&
+                (open->share_access & share_access) == share_access && nc_fh_equal(&open->fh, fh))
                 return open;
     }
     return NULL;
@@ -300,10 +331,14 @@ void nc_state_set_lease(struct nc_client *c, uint32_t lease_seconds)
 int nc_state_timeout_ms(struct nc_client *c)
 {
     struct nc_state *st = c->state;
-    if (!st->renew_at)
-        return -1;
     uint64_t now = nc_now_ms();
-    return st->renew_at > now ? (int)(st->renew_at - now) : 0;
+    uint64_t due = st->renew_at;
+    for (struct nc_seqop *op = st->delayed; op; op = op->delay_next)
+        if (!due || op->delay_at < due)
+            due = op->delay_at;
+    if (!due)
+        return -1;
+    return due > now ? (int)(due - now) : 0;
 }
 
 static void renew_done(struct nc_client *c, void *ctx, int err, COMPOUND4res *res)
@@ -312,7 +347,8 @@ static void renew_done(struct nc_client *c, void *ctx, int err, COMPOUND4res *re
     st->renew_in_flight = false;
     if (err)
         return; /* connection trouble is reported by the transport */
-    if (nc_status_lost_state(res->status)) {
+    /* (An answer for an older client id than ours changes nothing.) */
+    if (nc_status_lost_state(res->status) && (uintptr_t)ctx == c->epoch) {
         nc_client_recover(c);
     } else if (res->status != NFS4_OK) {
         if (!st->lease_lost_logged)
@@ -327,10 +363,13 @@ static void renew_done(struct nc_client *c, void *ctx, int err, COMPOUND4res *re
 void nc_state_tick(struct nc_client *c)
 {
     struct nc_state *st = c->state;
+    if (st->delayed)
+        run_delayed(c);
     if (!st->renew_at || nc_now_ms() < st->renew_at)
         return;
     st->renew_at = nc_now_ms() + st->renew_interval_ms;
-    if (st->renew_in_flight || c->shutting_down)
+    /* (Recovery's own calls renew the new client id's lease meanwhile.) */
+    if (st->renew_in_flight || c->shutting_down || c->recovering)
         return;
     struct nc_compound cp;
     nc_compound_init(&cp, "renew");
@@ -338,7 +377,7 @@ void nc_state_tick(struct nc_client *c)
     a->nfs_argop4_u.oprenew.clientid = c->clientid;
     struct nc_cred root = {0};
     st->renew_in_flight = true;
-    nc_send(c, &root, &cp, 0, renew_done, NULL);
+    nc_send(c, &root, &cp, 0, renew_done, (void *)(uintptr_t)c->epoch);
     nc_compound_free(&cp);
 }
 

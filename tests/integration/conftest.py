@@ -168,9 +168,10 @@ class Server:
     """nfs-ganesha exporting <base>/export on <host>:<port> (scripts/ganesha.sh).
 
     host defaults to 127.0.0.1; netns runs the server inside that network
-    namespace (one the caller made, with host one of its addresses)."""
+    namespace (one the caller made, with host one of its addresses); grace is
+    the seconds of grace period (and lease) after each start (None: graceless)."""
 
-    def __init__(self, base, port=None, host="127.0.0.1", netns=None):
+    def __init__(self, base, port=None, host="127.0.0.1", netns=None, grace=None):
         self.dir = Path(base)
         self.host = host
         self.netns = netns
@@ -178,11 +179,16 @@ class Server:
         self.port = port or (2049 if netns else free_port())
         self.export = self.dir / "export"
         self.log = self.dir / "ganesha.log"
+        self.grace = grace
 
     def start(self):
+        env = dict(os.environ)
+        env.pop("GANESHA_GRACE", None)
+        if self.grace is not None:
+            env["GANESHA_GRACE"] = str(self.grace)
         cmd = [GANESHA_SH, "start", str(self.dir), str(self.port), self.host]
         r = subprocess.run(cmd + ([self.netns] if self.netns else []),
-                           capture_output=True, text=True, timeout=60)
+                           capture_output=True, text=True, timeout=60, env=env)
         assert r.returncode == 0, f"ganesha did not start:\n{r.stderr}"
 
     def stop(self):

@@ -1,5 +1,6 @@
 """A server restart (kill -9): what was reported written survives, the mount keeps working,
-and state lost with the server is reported, never silently dropped."""
+and files open across the restart keep working (their state is recovered; test_reclaim.py
+covers grace periods and locks)."""
 import os
 
 import pytest
@@ -28,25 +29,20 @@ def test_server_restart(own_server, tmp_path):
 
         own_server.crash_and_restart()
 
-        # the file still open from before: its state died with the server;
-        # an error must show up, or else the data must really be there
+        # the file still open from before: its open state is re-established
+        # (reopened by name: this server has no grace period) and it just works
         late = b"after-restart"
-        errors = []
-        for call in (lambda: os.pwrite(fd, late, len(synced)), lambda: os.fsync(fd),
-                     lambda: os.close(fd)):
-            try:
-                call()
-            except OSError as e:
-                errors.append(e.errno)
+        os.pwrite(fd, late, len(synced))
+        os.fsync(fd)
+        os.close(fd)
         on_server = (own_server.export / "kept").read_bytes()
-        assert errors or on_server == synced + late
-        # what fsync reported written survived
-        assert on_server[:len(synced)] == synced
+        assert on_server == synced + late
         # and the mount keeps working: reopen, new files
-        assert (mnt / "kept").read_bytes()[:len(synced)] == synced
+        assert (mnt / "kept").read_bytes() == synced + late
         (mnt / "new-after-restart").write_text("new")
         assert (own_server.export / "new-after-restart").read_text() == "new"
         m.unmount()
-        assert "re-established" in m.stderr()
+        log = m.stderr()
+        assert "state recovered: 0 opens reclaimed, 1 reopened" in log
     finally:
         m.cleanup()
