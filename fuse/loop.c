@@ -28,6 +28,7 @@
 #define DRAIN_TIMEOUT_MS 60000
 #define NC_POLLFDS_MAX 7
 #define WRITE_BYTES_LIMIT_MAX (32ull << 20)
+#define RETAINED_LIMIT_DEFAULT (64ull << 20)
 
 void fs_config_defaults(struct fs_config *config)
 {
@@ -39,6 +40,7 @@ void fs_config_defaults(struct fs_config *config)
     config->max_write = 1u << 20;
     config->max_inflight = 64;
     config->readahead_kb = 1024;
+    config->max_uncommitted = RETAINED_LIMIT_DEFAULT;
     config->uid_override = -1;
     config->gid_override = -1;
 }
@@ -145,6 +147,15 @@ int fs_new(struct fs **out, const struct fs_config *config, struct nc_client *cl
     if (fs->write_bytes_limit > WRITE_BYTES_LIMIT_MAX)
         fs->write_bytes_limit = WRITE_BYTES_LIMIT_MAX;
     fs->write_count_limit = fs->config.max_inflight;
+    /*
+     * Written data kept until committed: twice the write-behind bound by
+     * default, so that the COMMIT started at half of it runs while the
+     * other half streams; what it costs is memory, and the COMMIT at fsync
+     * or close has at most this much to wait for.
+     */
+    fs->retained_limit = fs->config.max_uncommitted;
+    if (fs->retained_limit == 0)
+        fs->retained_limit = RETAINED_LIMIT_DEFAULT;
     struct nc_fh root_fh;
     struct nc_attr root_attr;
     nc_client_root(client, &root_fh, &root_attr);
@@ -200,6 +211,7 @@ void fs_free(struct fs *fs)
     }
     if (fs->se)
         fuse_session_destroy(fs->se);
+    fs_writes_free(fs);
     fs_files_free(fs);
     fs_inodes_free(fs);
     free(fs->mountpoint);
