@@ -144,12 +144,20 @@ static struct fs_file *pick_sender(struct fs *fs, struct fs_inode *inode, struct
     return releasing ? releasing : fallback;
 }
 
-/* A write accepted long ago is lost: every writer of the file hears of it. */
-static void files_error(struct fs *fs, struct fs_inode *inode, int err)
+/* A write accepted long ago is lost: every writer of the file hears of it.
+ * Logged once per error reported, not once per write. */
+static void files_error(struct fs *fs, struct fs_inode *inode, int err, const char *what)
 {
-    for (struct fs_file *f = fs->files; f; f = f->next)
-        if (f->inode == inode && f->writable && !f->error)
+    bool told = false;
+    for (struct fs_file *f = fs->files; f; f = f->next) {
+        if (f->inode == inode && f->writable && !f->error) {
             f->error = err;
+            told = true;
+        }
+    }
+    if (told)
+        elog_error(FS_COMPONENT, "%s failed: %s; written data may be lost", what,
+                   strerror(-err));
 }
 
 /* --- the retained list --- */
@@ -333,11 +341,9 @@ static void write_done(void *arg, const struct nc_reply *r)
     fs->write_count--;
     inode->writes_in_flight--;
     if (err) {
-        if (w->resend) {
-            elog_error(FS_COMPONENT, "re-sending a write the server lost failed: %s",
-                       strerror(-err));
-            files_error(fs, inode, err);
-        } else if (!w->file->error) {
+        if (w->resend)
+            files_error(fs, inode, err, "sending a write again");
+        else if (!w->file->error) {
             w->file->error = err;
         }
         w->state = W_HELD; /* neither answered nor on the wire */
@@ -422,8 +428,7 @@ static void commit_done(void *arg, const struct nc_reply *r)
     struct fs_inode *inode = ctx->inode;
     inode->committing = false;
     if (r->err) {
-        elog_error(FS_COMPONENT, "COMMIT failed: %s", strerror(-r->err));
-        files_error(fs, inode, r->err);
+        files_error(fs, inode, r->err, "COMMIT");
         /* Nothing tells whether they reached the disk: they are reported lost. */
         for (struct fs_write *w = inode->retained_head, *next; w; w = next) {
             next = w->next;
@@ -462,8 +467,7 @@ static void commit_send(struct fs *fs, struct fs_inode *inode)
     struct commit_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         /* Waiting could last forever; the data may be lost: say so. */
-        elog_error(FS_COMPONENT, "out of memory sending a COMMIT");
-        files_error(fs, inode, -ENOMEM);
+        files_error(fs, inode, -ENOMEM, "allocating a COMMIT");
         for (struct fs_write *w = inode->retained_head, *next; w; w = next) {
             next = w->next;
             if (w->state == W_UNSTABLE)
@@ -570,7 +574,7 @@ void fs_inode_commit(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs
     }
     struct fs_commit_waiter *c = calloc(1, sizeof(*c));
     if (!c) {
-        files_error(fs, inode, -ENOMEM);
+        files_error(fs, inode, -ENOMEM, "waiting for a COMMIT");
         fn(fs, arg);
         return;
     }
