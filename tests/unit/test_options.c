@@ -131,7 +131,7 @@ static void test_defaults(void **state)
     assert_int_equal(o->fs.max_read, MIB);
     assert_int_equal(o->fs.max_write, MIB);
     assert_int_equal(o->fs.max_inflight, 64);
-    assert_int_equal(o->fs.max_uncommitted, 64 * MIB);
+    assert_int_equal(o->fs.max_uncommitted, 32 * MIB);
     assert_int_equal(o->fs.readahead_kb, 1024);
     assert_false(o->fs.readonly);
     assert_int_equal(o->fs.uid_override, -1);
@@ -554,6 +554,7 @@ static void test_help_text(void **state)
         "max_inflight=N",
         "[64]",
         "max_uncommitted_mb=N",
+        "[32]",
         "readahead_kb=N",
         "[1024]",
         "uid=N",
