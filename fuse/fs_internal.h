@@ -10,7 +10,7 @@
  *   dir.c    opendir, readdirplus (and readdir), releasedir, fsyncdir
  *   file.c   open, create, flush, fsync, release, fallocate
  *   read.c   read
- *   write.c  write-behind: ordering, the mount's bound, verifiers, errors
+ *   write.c  write-behind; writes kept until COMMIT, re-sent on a new verifier
  *   attr.c   getattr, setattr, access, statfs, readlink, xattrs
  *   lock.c   POSIX locks and flock
  */
@@ -92,9 +92,9 @@ struct fs_inode {
     uint64_t unstable_gen;   /* bumped by every UNSTABLE answer */
     uint64_t verifier;       /* the server's, from the latest WRITE or COMMIT answer */
     bool has_verifier;
-    bool stale;      /* retained writes carry an old verifier: re-send them */
-    bool committing; /* a COMMIT is on the wire */
-    bool pressure;   /* picked to free memory for the mount's bound */
+    bool stale;            /* retained writes carry an old verifier: re-send them */
+    bool committing;       /* a COMMIT is on the wire */
+    bool pressure;         /* picked to free memory for the mount's bound */
     unsigned size_changes; /* SETATTR size on the wire: no re-send may overtake it */
     struct fs_commit_waiter *commit_waiters;
     struct fs_inode *dirty_next; /* the mount's inodes with retained writes */

@@ -156,8 +156,7 @@ static void files_error(struct fs *fs, struct fs_inode *inode, int err, const ch
         }
     }
     if (told)
-        elog_error(FS_COMPONENT, "%s failed: %s; written data may be lost", what,
-                   strerror(-err));
+        elog_error(FS_COMPONENT, "%s failed: %s; written data may be lost", what, strerror(-err));
 }
 
 /* --- the retained list --- */
@@ -282,9 +281,8 @@ static void unlink_sent(struct fs_inode *inode, struct fs_write *w)
  */
 static void send_held(struct fs *fs, struct fs_inode *inode)
 {
-    uint64_t on_wire = inode->writes_held_head && inode->writes_held_head->resend
-                           ? sent_bytes(inode)
-                           : 0;
+    uint64_t on_wire =
+        inode->writes_held_head && inode->writes_held_head->resend ? sent_bytes(inode) : 0;
     while (inode->writes_held_head && !overlaps_sent(inode, inode->writes_held_head)) {
         struct fs_write *w = inode->writes_held_head;
         if (w->resend && on_wire >= fs->write_bytes_limit)
@@ -411,8 +409,7 @@ static void resend_round(struct fs *fs, struct fs_inode *inode)
             head = w;
         tail = w;
     }
-    elog_warn(FS_COMPONENT, "sending %" PRIu64 " bytes again that the server may have lost",
-              bytes);
+    elog_warn(FS_COMPONENT, "sending %" PRIu64 " bytes again that the server may have lost", bytes);
     /* Ahead of anything held: they were accepted first. */
     tail->qnext = inode->writes_held_head;
     if (!inode->writes_held_tail)
@@ -602,8 +599,7 @@ void fs_writes_size_change_done(struct fs *fs, struct fs_inode *inode, bool ok, 
     inode->size_changes--;
     if (ok) {
         /* Sent again after the truncate, bytes past it would come back. */
-        for (struct fs_write *w = inode->retained_head, *next; w && w->seq < watermark;
-             w = next) {
+        for (struct fs_write *w = inode->retained_head, *next; w && w->seq < watermark; w = next) {
             next = w->next;
             if (w->state != W_UNSTABLE || w->offset + w->size <= size)
                 continue;
