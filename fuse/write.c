@@ -456,6 +456,7 @@ static void commit_done(void *arg, const struct nc_reply *r)
     fs_writes_release_held(fs, fs->draining);
     file_unuse(fs, ctx->sender);
     fs_inode_unref(fs, inode);
+    fs->background--;
     free(ctx);
 }
 
@@ -480,6 +481,7 @@ static void commit_send(struct fs *fs, struct fs_inode *inode)
     ctx->gen = inode->unstable_gen;
     ctx->stamp = fs_attr_stamp(fs);
     inode->committing = true;
+    fs->background++; /* exit waits for it: the callback needs fs */
     nc_commit(fs->nc, &ctx->sender->cred, ctx->sender->open, commit_done, ctx);
 }
 
