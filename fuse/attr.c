@@ -23,6 +23,8 @@ struct attr_ctx {
     struct nc_setattr set;
     struct nc_open *open; /* setattr through an open file (ftruncate) */
     uint64_t stamp;
+    bool size_sent;      /* a size change is on the wire */
+    uint64_t write_mark; /* writes accepted before it (fs_inode_write_seq) */
     unsigned tries;
 };
 
@@ -53,6 +55,10 @@ static void attr_done(void *arg, const struct nc_reply *r)
 {
     struct attr_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
+    if (ctx->size_sent) {
+        ctx->size_sent = false;
+        fs_writes_size_change_done(fs, ctx->inode, r->err == 0, ctx->set.size, ctx->write_mark);
+    }
     if (r->err) {
         fs_reply_err(&ctx->req, r->err);
     } else if (!r->has_attr) {
@@ -99,8 +105,12 @@ void fs_op_getattr(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi FS_
 static void setattr_send(struct fs *fs, void *arg)
 {
     struct attr_ctx *ctx = arg;
-    if (ctx->set.valid & NC_SET_SIZE)
+    if (ctx->set.valid & NC_SET_SIZE) {
         ctx->inode->write_end = 0; /* every earlier write has been answered */
+        ctx->size_sent = true;
+        ctx->write_mark = fs_inode_write_seq(ctx->inode);
+        fs_writes_size_change_start(ctx->inode);
+    }
     ctx->stamp = fs_attr_stamp(fs);
     nc_setattr(fs->nc, &ctx->cred, &ctx->inode->fh, ctx->open, &ctx->set, attr_done, ctx);
 }

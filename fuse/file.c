@@ -5,10 +5,13 @@
  * also returns fresh attributes; the kernel keeps its cached pages only if
  * the file's change attribute, size and mtime are what we last saw, and a
  * flush (close) does not return before the file's writes are on the server
- * and committed. flush and fsync wait for the file's write-behind, COMMIT,
- * compare write verifiers and return the first error since the last report.
- * release does the same in the background (nobody waits for its answer),
- * then releases the locks taken through the file and CLOSEs it.
+ * and committed. flush and fsync wait until every write the file (any of
+ * its descriptors) accepted before them is committed under the verifier its
+ * WRITE got -- write.c re-sends what a restarted server lost, as often as
+ * needed -- and return the first error since the last report. release does
+ * the same in the background (nobody waits for its answer), then releases
+ * the locks taken through the file and CLOSEs it once no re-send or COMMIT
+ * of another descriptor goes through its open.
  */
 #include "fs_internal.h"
 
@@ -299,9 +302,6 @@ struct sync_ctx {
     struct fs *fs;
     struct fs_file *file;
     enum sync_kind kind;
-    uint64_t commit_gen; /* the file's unstable_gen when COMMIT was sent */
-    uint64_t stamp;      /* fs_attr_stamp() then */
-    int err;
 };
 
 static void close_done(void *arg, const struct nc_reply *r)
@@ -312,7 +312,7 @@ static void close_done(void *arg, const struct nc_reply *r)
     fs->background--;
 }
 
-static void release_closed(struct fs *fs, void *arg)
+static void release_close(struct fs *fs, void *arg)
 {
     struct sync_ctx *ctx = arg;
     struct fs_file *file = ctx->file;
@@ -323,11 +323,18 @@ static void release_closed(struct fs *fs, void *arg)
     free(ctx);
 }
 
-static void sync_finish(struct sync_ctx *ctx)
+/* Another file's re-send or COMMIT may still be going through this open. */
+static void release_unlocked(struct fs *fs, void *arg)
 {
-    struct fs *fs = ctx->fs;
+    struct sync_ctx *ctx = arg;
+    fs_file_when_unused(fs, ctx->file, release_close, ctx);
+}
+
+static void sync_finish(struct fs *fs, void *arg)
+{
+    struct sync_ctx *ctx = arg;
     struct fs_file *file = ctx->file;
-    int err = ctx->err ? ctx->err : file->error;
+    int err = file->error;
     file->error = 0; /* reported now (or logged, at release) */
     if (ctx->kind != SYNC_RELEASE) {
         fs_reply_err(&ctx->req, err);
@@ -338,45 +345,7 @@ static void sync_finish(struct sync_ctx *ctx)
     if (err)
         elog_error(FS_COMPONENT, "writing back a closed file failed: %s", strerror(-err));
     /* Locks hang on the open state: they go first. */
-    fs_locks_release_all(fs, file, release_closed, ctx);
-}
-
-static void commit_done(void *arg, const struct nc_reply *r)
-{
-    struct sync_ctx *ctx = arg;
-    struct fs_file *file = ctx->file;
-    if (r->err) {
-        ctx->err = r->err;
-        sync_finish(ctx);
-        return;
-    }
-    if (file->has_verifier && r->verifier != file->verifier) {
-        elog_error(FS_COMPONENT, "COMMIT verifier differs from the WRITEs': the server "
-                                 "restarted and may have lost unstable writes");
-        ctx->err = -EIO;
-    }
-    if (file->committed_gen < ctx->commit_gen)
-        file->committed_gen = ctx->commit_gen;
-    if (file->unstable_gen == file->committed_gen)
-        file->has_verifier = false; /* a restart after this loses nothing of ours */
-    else
-        file->verifier = r->verifier;
-    if (r->has_attr)
-        fs_inode_set_attr(ctx->fs, file->inode, &r->attr, ctx->stamp);
-    sync_finish(ctx);
-}
-
-static void sync_commit(struct fs *fs, void *arg)
-{
-    struct sync_ctx *ctx = arg;
-    struct fs_file *file = ctx->file;
-    if (file->unstable_gen == file->committed_gen) {
-        sync_finish(ctx);
-        return;
-    }
-    ctx->commit_gen = file->unstable_gen;
-    ctx->stamp = fs_attr_stamp(fs);
-    nc_commit(fs->nc, &file->cred, file->open, commit_done, ctx);
+    fs_locks_release_all(fs, file, release_unlocked, ctx);
 }
 
 static void sync_after_unlock(struct fs *fs, void *arg)
@@ -385,10 +354,12 @@ static void sync_after_unlock(struct fs *fs, void *arg)
     /* Closing a descriptor that cannot write has nothing to wait for:
      * readers do not queue behind another descriptor's write-behind. */
     if (!ctx->file->writable && ctx->kind != SYNC_FSYNC) {
-        sync_finish(ctx);
+        sync_finish(fs, ctx);
         return;
     }
-    fs_inode_when_idle(fs, ctx->file->inode, sync_commit, ctx);
+    /* Every write accepted before now, on any descriptor of the file:
+     * close-to-open promises the next opener sees them. */
+    fs_inode_commit(fs, ctx->file->inode, sync_finish, ctx);
 }
 
 static void sync_start(struct fs *fs, fuse_req_t req, struct fs_file *file, enum sync_kind kind,
@@ -413,6 +384,7 @@ static void sync_start(struct fs *fs, fuse_req_t req, struct fs_file *file, enum
     switch (kind) {
     case SYNC_RELEASE:
         fs->background++;
+        file->releasing = true;
         sync_after_unlock(fs, ctx);
         break;
     case SYNC_FLUSH:
@@ -461,40 +433,35 @@ void fs_op_fallocate(fuse_req_t req, fuse_ino_t ino FS_UNUSED, int mode FS_UNUSE
 /* --- exit --- */
 
 struct drain_ctx {
-    struct fs *fs;
     struct fs_file *file;
 };
 
-static void drain_commit_done(void *arg, const struct nc_reply *r)
+static void drain_done(struct fs *fs, void *arg)
 {
     struct drain_ctx *ctx = arg;
-    struct fs_file *file = ctx->file;
-    if (r->err)
-        elog_error(FS_COMPONENT, "final COMMIT failed: %s", strerror(-r->err));
-    else if (file->has_verifier && r->verifier != file->verifier)
-        elog_error(FS_COMPONENT, "final COMMIT: the server restarted and may have lost "
-                                 "unstable writes");
-    file->committed_gen = file->unstable_gen;
-    ctx->fs->background--;
+    if (ctx->file->error)
+        elog_error(FS_COMPONENT, "writing back a file still open at exit failed: %s",
+                   strerror(-ctx->file->error));
+    fs->background--;
     free(ctx);
 }
 
 void fs_files_drain(struct fs *fs, double deadline)
 {
     /* Files the kernel has not released (we are exiting before it does):
-     * COMMIT, so that what write() accepted is on stable storage. */
+     * COMMIT (re-sending what a restarted server lost), so that what
+     * write() accepted is on stable storage. */
     for (struct fs_file *file = fs->files; file; file = file->next) {
-        if (file->unstable_gen == file->committed_gen)
+        if (!file->writable)
             continue;
         struct drain_ctx *ctx = calloc(1, sizeof(*ctx));
         if (!ctx) {
             elog_error(FS_COMPONENT, "out of memory committing at exit");
             continue;
         }
-        ctx->fs = fs;
         ctx->file = file;
         fs->background++;
-        nc_commit(fs->nc, &file->cred, file->open, drain_commit_done, ctx);
+        fs_inode_commit(fs, file->inode, drain_done, ctx);
     }
     while (fs->background && fs_now() < deadline)
         nc_client_run_once(fs->nc, 100);

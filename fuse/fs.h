@@ -22,6 +22,7 @@ struct fs_config {
     uint32_t max_read;       /* largest FUSE read request, bytes */
     uint32_t max_write;      /* largest FUSE write request, bytes */
     uint32_t max_inflight;   /* NFS requests in flight at most (whole mount) */
+    uint64_t max_uncommitted; /* written bytes kept until COMMIT, whole mount (0: default) */
     uint32_t readahead_kb;   /* kernel readahead of the mount (0: kernel default) */
     bool readonly;           /* refuse every change with EROFS */
     int64_t uid_override;    /* -1, or the uid every request is sent with (debugging) */

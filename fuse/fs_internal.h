@@ -10,7 +10,7 @@
  *   dir.c    opendir, readdirplus (and readdir), releasedir, fsyncdir
  *   file.c   open, create, flush, fsync, release, fallocate
  *   read.c   read
- *   write.c  write-behind: ordering, the mount's bound, verifiers, errors
+ *   write.c  write-behind; writes kept until COMMIT, re-sent on a new verifier
  *   attr.c   getattr, setattr, access, statfs, readlink, xattrs
  *   lock.c   POSIX locks and flock
  */
@@ -37,6 +37,7 @@
 struct fs_inode;
 struct fs_file;
 struct fs_write;
+struct fs_commit_waiter;
 struct fs_lock_wait;
 
 /* Someone waiting for an inode's write-behind to drain. */
@@ -76,11 +77,28 @@ struct fs_inode {
     /* Write-behind (write.c): writes sent or held back for ordering, and the
      * highest byte written, which sizes report until attributes from a
      * request sent after the last write show what the server has. */
-    unsigned writes_in_flight;
+    unsigned writes_in_flight; /* held + sent */
     uint64_t write_end;
     struct fs_write *writes_sent; /* in flight, for the overlap check */
     struct fs_write *writes_held_head;
     struct fs_write *writes_held_tail;
+    /* Every write not yet committed under its own verifier, in arrival
+     * order: held, in flight or answered UNSTABLE (write.c). */
+    struct fs_write *retained_head;
+    struct fs_write *retained_tail;
+    uint64_t retained_bytes;
+    uint64_t unstable_bytes; /* answered UNSTABLE, waiting for a COMMIT */
+    uint64_t next_seq;       /* of the next write accepted */
+    uint64_t unstable_gen;   /* bumped by every UNSTABLE answer */
+    uint64_t verifier;       /* the server's, from the latest WRITE or COMMIT answer */
+    bool has_verifier;
+    bool stale;            /* retained writes carry an old verifier: re-send them */
+    bool committing;       /* a COMMIT is on the wire */
+    bool pressure;         /* picked to free memory for the mount's bound */
+    unsigned size_changes; /* SETATTR size on the wire: no re-send may overtake it */
+    struct fs_commit_waiter *commit_waiters;
+    struct fs_inode *dirty_next; /* the mount's inodes with retained writes */
+    struct fs_inode *dirty_prev;
     struct fs_waiter *waiters;
 };
 
@@ -92,12 +110,12 @@ struct fs_file {
     struct nc_cred cred; /* the opener's: write-behind and release have no caller */
     bool writable;       /* opened for writing: write locks need it */
     int error;           /* first asynchronous write error (-errno), reported once */
-    /* Unstable data: bumped by every UNSTABLE write answered, so a COMMIT
-     * knows whether writes came back while it was on the wire. */
-    uint64_t unstable_gen;
-    uint64_t committed_gen;
-    bool has_verifier;
-    uint64_t verifier;
+    bool releasing;      /* release started: not picked to send others' writes */
+    /* Writes and COMMITs on the wire through this file's open; release
+     * closes it only when none are left (on_unused). */
+    unsigned users;
+    void (*on_unused)(struct fs *fs, void *arg);
+    void *on_unused_arg;
     uint64_t lock_owners[8]; /* owners that took locks through this file, to unlock */
     unsigned nlock_owners;
 };
@@ -145,6 +163,12 @@ struct fs {
     unsigned write_count_limit;
     struct fs_held_reply *held_head;
     struct fs_held_reply *held_tail;
+    /* Written data kept until committed (write.c): its total, the bound
+     * past which write() waits, and the inodes that hold some. */
+    uint64_t retained_bytes;
+    uint64_t retained_limit;
+    struct fs_inode *dirty_inodes;
+    struct fs_inode *pressure_inode; /* being committed to get under the bound */
     struct fs_file *files;
     struct fs_lock_wait *lock_waits;
     /* Work that answers no FUSE request (release's write-back and CLOSE). */
@@ -249,6 +273,26 @@ void fs_files_free(struct fs *fs);
 /* --- write.c --- */
 /* Answers writes held back by the bound (at exit, whatever it is). */
 void fs_writes_release_held(struct fs *fs, bool all);
+/*
+ * Calls fn once every write the inode accepted before this call is on the
+ * server's stable storage -- committed under the verifier its WRITE got,
+ * re-sent as often as the server lost it -- or has failed; failures are
+ * the open files' errors (struct fs_file.error). fn may run before this returns.
+ */
+void fs_inode_commit(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
+                     void *arg);
+/* The seq the inode's next accepted write gets (a watermark for the below). */
+uint64_t fs_inode_write_seq(const struct fs_inode *inode);
+/* A size change is on the wire / is done (ok: it took effect) to size;
+ * retained writes accepted before watermark lose what lies past it. */
+void fs_writes_size_change_start(struct fs_inode *inode);
+void fs_writes_size_change_done(struct fs *fs, struct fs_inode *inode, bool ok, uint64_t size,
+                                uint64_t watermark);
+/* The file's sends are over: calls fn now or when its last one is answered. */
+void fs_file_when_unused(struct fs *fs, struct fs_file *file, void (*fn)(struct fs *, void *),
+                         void *arg);
+/* Frees what is retained (at exit, once nothing is in flight). */
+void fs_writes_free(struct fs *fs);
 
 /* --- lock.c --- */
 /* Releases every lock taken through file (before its open state goes). */

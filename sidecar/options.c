@@ -44,6 +44,7 @@ enum key {
     K_MAX_READ,
     K_MAX_WRITE,
     K_MAX_INFLIGHT,
+    K_MAX_UNCOMMITTED_MB,
     K_READAHEAD_KB,
     K_UID,
     K_GID,
@@ -148,6 +149,15 @@ static const struct optdef optdefs[] = {
      .min = 1,
      .max = 1024,
      .help = "NFS requests in flight at most"},
+    {.name = "max_uncommitted_mb",
+     .key = K_MAX_UNCOMMITTED_MB,
+     .kind = KIND_INT,
+     .env = true,
+     .arg = "N",
+     .dflt = "32",
+     .min = 1,
+     .max = 65536,
+     .help = "MiB of written data kept until committed"},
     {.name = "readahead_kb",
      .key = K_READAHEAD_KB,
      .kind = KIND_INT,
@@ -517,6 +527,9 @@ static void store_int(struct parse_ctx *ctx, enum key key, long long v)
     case K_MAX_INFLIGHT:
         o->fs.max_inflight = (uint32_t)v;
         o->nc.max_inflight = (uint32_t)v;
+        break;
+    case K_MAX_UNCOMMITTED_MB:
+        o->fs.max_uncommitted = (uint64_t)v << 20;
         break;
     case K_READAHEAD_KB:
         o->fs.readahead_kb = (uint32_t)v;

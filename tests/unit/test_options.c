@@ -131,6 +131,7 @@ static void test_defaults(void **state)
     assert_int_equal(o->fs.max_read, MIB);
     assert_int_equal(o->fs.max_write, MIB);
     assert_int_equal(o->fs.max_inflight, 64);
+    assert_int_equal(o->fs.max_uncommitted, 32 * MIB);
     assert_int_equal(o->fs.readahead_kb, 1024);
     assert_false(o->fs.readonly);
     assert_int_equal(o->fs.uid_override, -1);
@@ -158,7 +159,7 @@ static void test_every_option(void **state)
     struct options *o = parse_ok(
         "server:/a/b", "port=2050,attr_timeout=0.5,entry_timeout=2,negative_timeout=0,"
                        "max_read=65536,max_write=131072,max_inflight=8,readahead_kb=0,uid=1000,"
-                       "gid=100,timeo=30,connect_timeout=2.5,log_level=warn,log_format=json,"
+                       "max_uncommitted_mb=8,gid=100,timeo=30,connect_timeout=2.5,log_level=warn,log_format=json,"
                        "client_name=pod-a,ro");
 
     assert_int_equal(o->nc.port, 2050);
@@ -169,6 +170,7 @@ static void test_every_option(void **state)
     assert_int_equal(o->fs.max_write, 131072);
     assert_int_equal(o->nc.max_io, 131072);
     assert_int_equal(o->fs.max_inflight, 8);
+    assert_int_equal(o->fs.max_uncommitted, 8 * MIB);
     assert_int_equal(o->fs.readahead_kb, 0);
     assert_int_equal(o->fs.uid_override, 1000);
     assert_int_equal(o->fs.gid_override, 100);
@@ -551,6 +553,8 @@ static void test_help_text(void **state)
         "[1048576]",
         "max_inflight=N",
         "[64]",
+        "max_uncommitted_mb=N",
+        "[32]",
         "readahead_kb=N",
         "[1024]",
         "uid=N",
