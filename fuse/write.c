@@ -377,15 +377,17 @@ static void write_done(void *arg, const struct nc_reply *r)
 /* --- COMMIT and re-send --- */
 
 /* Every retained write from the first one with an old verifier on goes
- * out again, in order; nothing of the inode is on the wire. */
-static void resend_round(struct fs *fs, struct fs_inode *inode)
+ * out again, in order; nothing of the inode is on the wire. False when none
+ * had an old verifier (e.g. the server restarted after the last COMMIT, and
+ * only the writes since, with the new verifier, are retained). */
+static bool resend_round(struct fs *fs, struct fs_inode *inode)
 {
     inode->stale = false;
     struct fs_write *first = inode->retained_head;
     while (first && (first->state != W_UNSTABLE || first->verifier == inode->verifier))
         first = first->next;
     if (!first)
-        return;
+        return false;
     struct fs_file *sender = pick_sender(fs, inode, first->file);
     struct fs_write *head = NULL;
     struct fs_write *tail = NULL;
@@ -416,6 +418,7 @@ static void resend_round(struct fs *fs, struct fs_inode *inode)
         inode->writes_held_tail = tail;
     inode->writes_held_head = head;
     send_held(fs, inode);
+    return true;
 }
 
 static void commit_done(void *arg, const struct nc_reply *r)
@@ -530,14 +533,14 @@ static void commit_run(struct fs *fs, struct fs_inode *inode)
     if (inode->pressure && !inode->unstable_bytes && !inode->writes_in_flight)
         pressure_clear(fs, inode);
     if (inode->commit_waiters || inode->pressure) {
-        if (inode->stale) {
-            /* Ordering: re-sent writes must not race ones on the wire, nor
-             * a truncate that would cut what they wrote. */
-            if (!inode->writes_sent && !inode->size_changes)
-                resend_round(fs, inode);
-        } else if (commit_useful(inode)) {
+        bool resent = false;
+        /* Ordering: re-sent writes must not race ones on the wire, nor a
+         * truncate that would cut what they wrote; their replies come back
+         * here. */
+        if (inode->stale && !inode->writes_sent && !inode->size_changes)
+            resent = resend_round(fs, inode);
+        if (!inode->stale && !resent && commit_useful(inode))
             commit_send(fs, inode);
-        }
     }
     while (done) {
         struct fs_commit_waiter *c = done;
