@@ -154,7 +154,16 @@ void nc_run_deferred(struct nc_client *c)
 void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
              size_t payload_hint, nc_rpc_done done, void *ctx)
 {
-    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload_hint, true, done, ctx);
+    (void)payload_hint;
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, NULL, 0, true, done, ctx);
+    if (err)
+        nc_defer_done(c, done, ctx, err);
+}
+
+void nc_send_payload(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
+                     const void *payload, uint32_t payload_len, nc_rpc_done done, void *ctx)
+{
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload, payload_len, true, done, ctx);
     if (err)
         nc_defer_done(c, done, ctx, err);
 }
@@ -162,7 +171,7 @@ void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound
 void nc_send_seqid(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
                    nc_rpc_done done, void *ctx)
 {
-    int err = nc_rpc_call(c->rpc, cred, &cp->args, 0, false, done, ctx);
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, NULL, 0, false, done, ctx);
     if (err)
         nc_defer_done(c, done, ctx, err);
 }

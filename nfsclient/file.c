@@ -544,9 +544,10 @@ void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *o
     a->nfs_argop4_u.opwrite.stateid = open->stateid;
     a->nfs_argop4_u.opwrite.offset = offset;
     a->nfs_argop4_u.opwrite.stable = stable ? FILE_SYNC4 : UNSTABLE4;
-    a->nfs_argop4_u.opwrite.data.data_len = count;
-    a->nfs_argop4_u.opwrite.data.data_val = (char *)data;
-    nc_send(c, cred, &cp, count, io_done, ctx);
+    /* The data follows the encoded WRITE on the wire, from the caller's buffer. */
+    a->nfs_argop4_u.opwrite.data.data_len = 0;
+    a->nfs_argop4_u.opwrite.data.data_val = NULL;
+    nc_send_payload(c, cred, &cp, data, count, io_done, ctx);
     nc_compound_free(&cp);
 }
 
