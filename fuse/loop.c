@@ -149,12 +149,10 @@ int fs_new(struct fs **out, const struct fs_config *config, struct nc_client *cl
         fs->write_bytes_limit = WRITE_BYTES_LIMIT_MAX;
     fs->write_count_limit = fs->config.max_inflight;
     /*
-     * Written data kept until committed, in flight included: 32 MiB by
-     * default, the write-behind bound, so that at most the same again is
-     * held by nfsclient's encoded copies of the WRITEs on the wire (peak RSS
-     * ~75 MiB streaming 1 GiB; 64 MiB made it ~105 MiB, for no measurable
-     * gain in throughput: the COMMIT started at half the bound runs while
-     * the other half streams).
+     * Written data kept until committed, in flight included (nfsclient sends
+     * WRITEs from these copies): 32 MiB by default, the write-behind bound.
+     * More bought no measurable throughput: the COMMIT started at half the
+     * bound runs while the other half streams.
      */
     fs->retained_limit = fs->config.max_uncommitted;
     if (fs->retained_limit == 0)

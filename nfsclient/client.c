@@ -66,9 +66,8 @@ int nc_client_new(struct nc_client **out, const struct nc_client_config *config)
     struct nc_rpc_config rc = {
         .request_timeout_ms = c->config.request_timeout_ms,
         .max_inflight = c->config.max_inflight,
-        .soft_deadline_ms = c->config.soft
-                                ? (uint64_t)c->config.request_timeout_ms * c->config.retrans
-                                : 0,
+        .soft_deadline_ms =
+            c->config.soft ? (uint64_t)c->config.request_timeout_ms * c->config.retrans : 0,
     };
     err = nc_rpc_new(&c->rpc, c, &rc);
     if (err)
@@ -177,9 +176,17 @@ void nc_run_deferred(struct nc_client *c)
 }
 
 void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
-             size_t payload_hint, nc_rpc_done done, void *ctx)
+             nc_rpc_done done, void *ctx)
 {
-    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload_hint, true, done, ctx);
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, NULL, 0, true, done, ctx);
+    if (err)
+        nc_defer_done(c, done, ctx, err);
+}
+
+void nc_send_payload(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
+                     const void *payload, uint32_t payload_len, nc_rpc_done done, void *ctx)
+{
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, payload, payload_len, true, done, ctx);
     if (err)
         nc_defer_done(c, done, ctx, err);
 }
@@ -187,7 +194,7 @@ void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound
 void nc_send_seqid(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
                    nc_rpc_done done, void *ctx)
 {
-    int err = nc_rpc_call(c->rpc, cred, &cp->args, 0, false, done, ctx);
+    int err = nc_rpc_call(c->rpc, cred, &cp->args, NULL, 0, false, done, ctx);
     if (err)
         nc_defer_done(c, done, ctx, err);
 }
@@ -296,8 +303,6 @@ static void connect_fail(struct nc_client *c, struct connect_ctx *ctx, int err, 
     ctx->err = err;
     snprintf(ctx->errbuf, ctx->errlen, "%s", what ? what : nc_rpc_last_error(c->rpc));
 }
-
-
 
 static void setclientid_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
@@ -419,14 +424,14 @@ static int send_step(struct nc_client *c, struct connect_ctx *ctx)
     switch (ctx->step) {
     case STEP_SETCLIENTID:
         nc_fill_setclientid(c, &cp, netid, raddr);
-        nc_send(c, &root, &cp, 0, setclientid_done, ctx);
+        nc_send(c, &root, &cp, setclientid_done, ctx);
         break;
     case STEP_CONFIRM: {
         nfs_argop4 *a = nc_compound_add(&cp, OP_SETCLIENTID_CONFIRM);
         a->nfs_argop4_u.opsetclientid_confirm.clientid = c->clientid;
         memcpy(a->nfs_argop4_u.opsetclientid_confirm.setclientid_confirm, c->confirm_verifier,
                sizeof(verifier4));
-        nc_send(c, &root, &cp, 0, confirm_done, ctx);
+        nc_send(c, &root, &cp, confirm_done, ctx);
         break;
     }
     case STEP_ROOT: {
@@ -453,7 +458,7 @@ static int send_step(struct nc_client *c, struct connect_ctx *ctx)
                                 (1u << FATTR4_MAXREAD) | (1u << FATTR4_MAXWRITE),
                             nc_attr_mask_std[1]};
         nc_op_getattr_mask(&cp, mask);
-        nc_send(c, &root, &cp, 0, root_done, ctx);
+        nc_send(c, &root, &cp, root_done, ctx);
         break;
     }
     case STEP_DONE:

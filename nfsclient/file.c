@@ -673,7 +673,6 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
     nc_compound_init(&cp, ctx->op == OP_READ ? "read" : ctx->op == OP_WRITE ? "write" : "commit");
     nc_op_putfh(&cp, &open->fh);
     nfs_argop4 *a = nc_compound_add(&cp, ctx->op);
-    size_t payload = 0;
     switch (ctx->op) {
     case OP_READ:
         a->nfs_argop4_u.opread.stateid = open->stateid;
@@ -684,17 +683,20 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
         a->nfs_argop4_u.opwrite.stateid = open->stateid;
         a->nfs_argop4_u.opwrite.offset = ctx->offset;
         a->nfs_argop4_u.opwrite.stable = ctx->stable ? FILE_SYNC4 : UNSTABLE4;
-        a->nfs_argop4_u.opwrite.data.data_len = ctx->count;
-        a->nfs_argop4_u.opwrite.data.data_val = (char *)ctx->data;
-        payload = ctx->count;
-        break;
+        /* The data follows the encoded WRITE on the wire, straight from the
+         * caller's buffer (valid until the callback). */
+        a->nfs_argop4_u.opwrite.data.data_len = 0;
+        a->nfs_argop4_u.opwrite.data.data_val = NULL;
+        nc_send_payload(c, &ctx->cred, &cp, ctx->data, ctx->count, io_done, ctx);
+        nc_compound_free(&cp);
+        return;
     default:
         a->nfs_argop4_u.opcommit.offset = 0;
         a->nfs_argop4_u.opcommit.count = 0;
         nc_op_getattr(&cp);
         break;
     }
-    nc_send(c, &ctx->cred, &cp, payload, io_done, ctx);
+    nc_send(c, &ctx->cred, &cp, io_done, ctx);
     nc_compound_free(&cp);
 }
 

@@ -484,7 +484,7 @@ static void test_send(struct nc_client *c, struct test_ctx *ctx)
     t->offset = ctx->lock.start;
     t->length = nfs_length(&ctx->lock);
     nc_fill_lock_owner(c, ctx->lo, &t->owner, owner_buf, sizeof(owner_buf));
-    nc_send(c, &ctx->cred, &cp, 0, test_done, ctx);
+    nc_send(c, &ctx->cred, &cp, test_done, ctx);
     nc_compound_free(&cp);
 }
 

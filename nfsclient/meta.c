@@ -209,7 +209,7 @@ static bool resent_check(struct nc_client *c, struct meta_ctx *m, int st)
     nc_op_getattr(&cp); /* index 3, read by resent_check_done */
     if (m->check_target)
         nc_compound_add(&cp, OP_READLINK); /* index 4 */
-    nc_send(c, &m->cred, &cp, 0, resent_check_done, m);
+    nc_send(c, &m->cred, &cp, resent_check_done, m);
     nc_compound_free(&cp);
     return true;
 }
@@ -241,7 +241,7 @@ out:
 static void send_meta(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
                       struct meta_ctx *m)
 {
-    nc_send(c, cred, cp, 0, meta_done, m);
+    nc_send(c, cred, cp, meta_done, m);
     nc_compound_free(cp);
 }
 
@@ -374,7 +374,7 @@ void nc_readlink(struct nc_client *c, const struct nc_cred *cred, const struct n
     nc_compound_init(&cp, "readlink");
     nc_op_putfh(&cp, fh);
     nc_compound_add(&cp, OP_READLINK);
-    nc_send(c, cred, &cp, 0, readlink_done, ctx);
+    nc_send(c, cred, &cp, readlink_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -617,7 +617,7 @@ void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc
     cp.bitmaps[idx][1] = nc_attr_mask_std[1];
     ra->attr_request.bitmap4_len = 2;
     ra->attr_request.bitmap4_val = cp.bitmaps[idx];
-    nc_send(c, cred, &cp, 0, readdir_done, ctx);
+    nc_send(c, cred, &cp, readdir_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -661,7 +661,7 @@ void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_
                         (1u << (FATTR4_SPACE_AVAIL - 32)) | (1u << (FATTR4_SPACE_FREE - 32)) |
                             (1u << (FATTR4_SPACE_TOTAL - 32))};
     nc_op_getattr_mask(&cp, mask);
-    nc_send(c, cred, &cp, 0, statfs_done, ctx);
+    nc_send(c, cred, &cp, statfs_done, ctx);
     nc_compound_free(&cp);
 }
 
@@ -695,6 +695,6 @@ void nc_access(struct nc_client *c, const struct nc_cred *cred, const struct nc_
     nc_op_putfh(&cp, fh);
     nfs_argop4 *a = nc_compound_add(&cp, OP_ACCESS);
     a->nfs_argop4_u.opaccess.access = want;
-    nc_send(c, cred, &cp, 0, access_done, ctx);
+    nc_send(c, cred, &cp, access_done, ctx);
     nc_compound_free(&cp);
 }

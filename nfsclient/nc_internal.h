@@ -70,12 +70,16 @@ bool nc_rpc_connected(const struct nc_rpc *rpc);
 /* Off while the first connection is made (failures are final), on after. */
 void nc_rpc_set_auto_reconnect(struct nc_rpc *rpc, bool on);
 /* Sends a COMPOUND; args is encoded (copied) before return. Returns 0 or -errno
- * (then done is not called). payload_hint sizes the buffer for large writes.
+ * (then done is not called). With payload, args must end with an empty
+ * opaque<> (a WRITE's data as the last operation's last field): the payload
+ * fills it on the wire straight from the caller's memory, which must stay
+ * valid and unchanged until done runs (retransmissions send it again).
  * retry_delay resends the request unchanged while the server answers
  * NFS4ERR_DELAY or NFS4ERR_GRACE; it must be false for requests carrying an
  * owner seqid, which advances even on those errors. */
 int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *args,
-                size_t payload_hint, bool retry_delay, nc_rpc_done done, void *ctx);
+                const void *payload, uint32_t payload_len, bool retry_delay, nc_rpc_done done,
+                void *ctx);
 /* Sends a NULL procedure call (liveness / protocol probe). */
 int nc_rpc_null(struct nc_rpc *rpc, nc_rpc_done done, void *ctx);
 int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd);
@@ -354,7 +358,11 @@ static inline struct nc_reply nc_reply_err(int err)
 /* Sends a compound and arranges for done(c, ctx, err, res). On a synchronous
  * failure, done is called from the loop with the error. */
 void nc_send(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
-             size_t payload_hint, nc_rpc_done done, void *ctx);
+             nc_rpc_done done, void *ctx);
+/* nc_send for a WRITE whose data goes out from the caller's memory (see
+ * nc_rpc_call): the compound's last operation is the WRITE, with no data. */
+void nc_send_payload(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
+                     const void *payload, uint32_t payload_len, nc_rpc_done done, void *ctx);
 /* The same for compounds that carry an open- or lock-owner seqid. */
 void nc_send_seqid(struct nc_client *c, const struct nc_cred *cred, struct nc_compound *cp,
                    nc_rpc_done done, void *ctx);

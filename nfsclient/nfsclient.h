@@ -165,16 +165,16 @@ typedef void (*nc_callback)(void *arg, const struct nc_reply *reply);
 enum nc_log_level { NC_LOG_DEBUG, NC_LOG_INFO, NC_LOG_WARN, NC_LOG_ERROR };
 
 struct nc_client_config {
-    const char *host; /* name or address; IPv6 without brackets */
-    uint16_t port;    /* 0 = 2049 */
-    const char *path; /* export path to resolve as the root ("/" allowed) */
-    uint32_t max_io;  /* largest READ/WRITE payload to use; 0 = 1 MiB */
+    const char *host;            /* name or address; IPv6 without brackets */
+    uint16_t port;               /* 0 = 2049 */
+    const char *path;            /* export path to resolve as the root ("/" allowed) */
+    uint32_t max_io;             /* largest READ/WRITE payload to use; 0 = 1 MiB */
     uint32_t connect_timeout_ms; /* 0 = 10 s: how long nc_client_connect() may take */
     uint32_t request_timeout_ms; /* 0 = 60 s: retransmit/declare the connection dead */
     uint32_t max_inflight;       /* requests on the wire at once; more wait in order. 0 = 64 */
     bool soft;        /* fail a request unanswered for request_timeout_ms x retrans (-ETIMEDOUT) */
     uint32_t retrans; /* 0 = 3 */
-    const char *client_name;     /* identity for SETCLIENTID; NULL = hostname + pid */
+    const char *client_name; /* identity for SETCLIENTID; NULL = hostname + pid */
 };
 
 /* Allocates a client; does not connect. Returns 0 or -errno. */
@@ -265,8 +265,7 @@ void nc_link(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
  * entry's cookie and the returned cookieverf. maxcount bounds the reply size.
  */
 void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,
-                uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb,
-                void *arg);
+                uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb, void *arg);
 /* statfs */
 void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                nc_callback cb, void *arg);
@@ -301,8 +300,8 @@ struct nc_open *nc_open_ref(struct nc_open *open);
 const struct nc_fh *nc_open_fh(const struct nc_open *open);
 
 /* data, count, eof. count may be less than asked for only at eof. */
-void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
-             uint64_t offset, uint32_t count, nc_callback cb, void *arg);
+void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open, uint64_t offset,
+             uint32_t count, nc_callback cb, void *arg);
 /*
  * written, verifier, stable, attr (when the server gave it). The data must
  * stay valid and unchanged until the callback runs: after a server restart
@@ -325,9 +324,9 @@ void nc_commit(struct nc_client *c, const struct nc_cred *cred, struct nc_open *
  * (no conflict) or -EAGAIN with lock_conflict.
  */
 struct nc_lock_wait; /* a waiting nc_lock, for nc_lock_cancel */
-struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred,
-                             struct nc_open *open, uint64_t owner, const struct nc_lock *lock,
-                             bool wait, nc_callback cb, void *arg);
+struct nc_lock_wait *nc_lock(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
+                             uint64_t owner, const struct nc_lock *lock, bool wait, nc_callback cb,
+                             void *arg);
 /* The waiting lock's callback gets -EINTR. */
 void nc_lock_cancel(struct nc_client *c, struct nc_lock_wait *wait);
 void nc_unlock(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,

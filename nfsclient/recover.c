@@ -517,7 +517,7 @@ static void setclientid_done(struct nc_client *c, void *arg, int err, COMPOUND4r
     a->nfs_argop4_u.opsetclientid_confirm.clientid = c->clientid;
     memcpy(a->nfs_argop4_u.opsetclientid_confirm.setclientid_confirm, c->confirm_verifier,
            sizeof(verifier4));
-    nc_send(c, &root, &cp, 0, confirm_done, NULL);
+    nc_send(c, &root, &cp, confirm_done, NULL);
     nc_compound_free(&cp);
 }
 
@@ -529,7 +529,7 @@ static void send_setclientid(struct nc_client *c)
     char raddr[] = "0.0.0.0.0.0";
     nc_compound_init(&cp, "recover");
     nc_fill_setclientid(c, &cp, netid, raddr);
-    nc_send(c, &root, &cp, 0, setclientid_done, NULL);
+    nc_send(c, &root, &cp, setclientid_done, NULL);
     nc_compound_free(&cp);
 }
 

@@ -59,6 +59,10 @@ struct nc_call {
     bool is_null;
     unsigned char *msg; /* record marker + RPC header + arguments, kept for retransmission */
     size_t len;
+    /* A WRITE's data, sent from the caller's memory after msg (plus XDR
+     * padding) instead of being copied into it. */
+    const unsigned char *payload;
+    size_t payload_len;
     uint64_t sent_at;   /* 0 until fully written on the current connection */
     bool on_wire;       /* counted in rpc->in_flight */
     uint64_t queued_at; /* soft mounts give up on it at queued_at + soft deadline */
@@ -416,6 +420,39 @@ static void encode_cred(unsigned char **pp, const struct nc_cred *cred, const ch
     *pp = p + 8;
 }
 
+static size_t xdr_pad(size_t n)
+{
+    return (4 - (n & 3)) & 3;
+}
+
+/* Bytes the call occupies on the wire. */
+static size_t call_wire_len(const struct nc_call *c)
+{
+    return c->len + c->payload_len + xdr_pad(c->payload_len);
+}
+
+/* Fills iov with the call's bytes from offset off; returns how many entries. */
+static int call_iov(const struct nc_call *c, size_t off, struct iovec *iov, int max)
+{
+    static const unsigned char zeros[4];
+    const struct {
+        const void *base;
+        size_t len;
+    } seg[3] = {{c->msg, c->len}, {c->payload, c->payload_len}, {zeros, xdr_pad(c->payload_len)}};
+    int n = 0;
+    for (int i = 0; i < 3 && n < max; i++) {
+        if (off >= seg[i].len) {
+            off -= seg[i].len;
+            continue;
+        }
+        iov[n].iov_base = (void *)((const unsigned char *)seg[i].base + off);
+        iov[n].iov_len = seg[i].len - off;
+        off = 0;
+        n++;
+    }
+    return n;
+}
+
 static void try_send(struct nc_rpc *rpc)
 {
     if (rpc->state != CONN_UP)
@@ -432,10 +469,8 @@ static void try_send(struct nc_rpc *rpc)
                     break;
                 room--;
             }
-            iov[n].iov_base = c->msg + off;
-            iov[n].iov_len = c->len - off;
+            n += call_iov(c, off, iov + n, SEND_IOV_MAX - n);
             off = 0;
-            n++;
         }
         if (n == 0)
             return; /* at the limit: replies will make room */
@@ -455,7 +490,7 @@ static void try_send(struct nc_rpc *rpc)
                 c->on_wire = true;
                 rpc->in_flight++;
             }
-            size_t rest = c->len - rpc->send_off;
+            size_t rest = call_wire_len(c) - rpc->send_off;
             if (left < rest) {
                 rpc->send_off += left;
                 left = 0;
@@ -496,7 +531,8 @@ static unsigned char *encode_call_header(struct nc_rpc *rpc, unsigned char *p, u
 }
 
 int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *args,
-                size_t payload_hint, bool retry_delay, nc_rpc_done done, void *ctx)
+                const void *payload, uint32_t payload_len, bool retry_delay, nc_rpc_done done,
+                void *ctx)
 {
     struct nc_call *call = calloc(1, sizeof(*call));
     if (!call)
@@ -506,7 +542,7 @@ int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *a
     call->retry_delay = retry_delay;
     call->delay_ms = DELAY_MIN_MS;
     size_t header_max = 4 + 24 + 8 + 8 + 256 + 12 + 4 * NC_MAX_GROUPS + 8;
-    size_t cap = header_max + payload_hint + 4096;
+    size_t cap = header_max + 4096;
     for (;;) {
         call->msg = malloc(cap);
         if (!call->msg) {
@@ -532,7 +568,19 @@ int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *a
         }
         cap *= 2;
     }
-    put_be32(call->msg, 0x80000000u | (uint32_t)(call->len - 4));
+    if (payload) {
+        /* The arguments end with the empty opaque<> the payload fills: its
+         * length word is the last one encoded. */
+        if (call->len < 4 || get_be32(call->msg + call->len - 4) != 0) {
+            free(call->msg);
+            free(call);
+            return -EINVAL;
+        }
+        put_be32(call->msg + call->len - 4, payload_len);
+        call->payload = payload;
+        call->payload_len = payload_len;
+    }
+    put_be32(call->msg, 0x80000000u | (uint32_t)(call_wire_len(call) - 4));
     return queue_call(rpc, call);
 }
 

@@ -377,7 +377,7 @@ void nc_state_tick(struct nc_client *c)
     a->nfs_argop4_u.oprenew.clientid = c->clientid;
     struct nc_cred root = {0};
     st->renew_in_flight = true;
-    nc_send(c, &root, &cp, 0, renew_done, (void *)(uintptr_t)c->epoch);
+    nc_send(c, &root, &cp, renew_done, (void *)(uintptr_t)c->epoch);
     nc_compound_free(&cp);
 }
 
