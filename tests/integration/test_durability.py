@@ -118,7 +118,10 @@ def lose_unstable_data(server, restarter, name, expect_size, size=0):
     while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
         time.sleep(0.05)
     os.truncate(server.export / name, size)
-    time.sleep(0.5)
+    # ganesha's write verifier is its start time in whole seconds: a server
+    # started again within the second it first started in would answer the
+    # same verifier, and nobody could tell it had lost anything.
+    time.sleep(1.1)
     restarter.start()
 
 
