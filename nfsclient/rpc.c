@@ -877,21 +877,39 @@ static uint32_t connect_attempt_ms(const struct nc_rpc *rpc)
 }
 
 /*
- * When the connection must be checked again (0: nothing outstanding). It is
- * declared dead only when a request is overdue, the server has sent nothing
- * for a timeout, and a NULL probe then goes unanswered for a timeout too.
+ * A black-holed server (connection up, nothing coming back) must be noticed
+ * in seconds, not after TCP's own minutes or a long timeo: after
+ * PROBE_AFTER_MS of complete silence with a request outstanding a NULL goes
+ * out, and if that is not answered within PROBE_WAIT_MS the connection is
+ * replaced (5 s in all; less with a smaller timeo). A server that is merely
+ * slow at one request (a COMMIT of a large file) still answers the NULL at
+ * once, so it keeps its connection.
  */
+#define PROBE_AFTER_MS 2000
+#define PROBE_WAIT_MS 3000
+
+static uint64_t probe_after_ms(const struct nc_rpc *rpc)
+{
+    return rpc->timeout_ms < PROBE_AFTER_MS ? rpc->timeout_ms : PROBE_AFTER_MS;
+}
+
+static uint64_t probe_wait_ms(const struct nc_rpc *rpc)
+{
+    return rpc->timeout_ms < PROBE_WAIT_MS ? rpc->timeout_ms : PROBE_WAIT_MS;
+}
+
+/* When the connection must be checked again (0: nothing outstanding). */
 static uint64_t liveness_due(const struct nc_rpc *rpc)
 {
     if (rpc->state != CONN_UP)
         return 0;
     if (rpc->probe_sent_at)
-        return rpc->probe_sent_at + rpc->timeout_ms;
+        return rpc->probe_sent_at + probe_wait_ms(rpc);
     for (const struct nc_call *c = rpc->head; c; c = c->next) {
         if (!c->sent_at)
             continue;
         uint64_t since = c->sent_at > rpc->last_rx ? c->sent_at : rpc->last_rx;
-        return since + rpc->timeout_ms;
+        return since + probe_after_ms(rpc);
     }
     return 0;
 }

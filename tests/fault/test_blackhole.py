@@ -14,7 +14,7 @@ import pytest
 
 from faultlib import Workload, diff_trees, log_events, snapshot
 
-TIMEO = 2  # seconds; the probe fires after one timeo of silence, fails after two
+TIMEO = 2  # seconds; the probe fires after min(timeo, 2) s of silence, fails min(timeo, 3) s later
 HOLE = 20  # seconds of black hole
 RESUME_WITHIN = 5  # seconds after healing
 
