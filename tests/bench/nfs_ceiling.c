@@ -120,7 +120,8 @@ struct io_state {
 static void issue_write(struct pipeline *p, unsigned i)
 {
     struct io_state *s = p->state;
-    nc_write(client, &cred, s->open, (uint64_t)i * s->size, payload, s->size, false, pipeline_cb, p);
+    nc_write(client, &cred, s->open, (uint64_t)i * s->size, payload, s->size, false, pipeline_cb,
+             p);
 }
 
 static void issue_read(struct pipeline *p, unsigned i)
@@ -155,8 +156,11 @@ static void close_file(struct nc_open *open)
 
 static double seq_write(unsigned mib, unsigned depth)
 {
-    struct io_state st = {.open = open_file("seq", NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE),
-                          .size = 1u << 20};
+    /* A fresh file every time, as `dd of=` through the mount writes: the
+     * server allocates its blocks again instead of overwriting them. */
+    struct io_state st = {
+        .open = open_file("seq", NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_TRUNC),
+        .size = 1u << 20};
     struct pipeline p = {.total = mib, .depth = depth, .issue = issue_write, .state = &st};
     double t0 = now_s();
     pipeline_run(&p, "write");
@@ -181,9 +185,8 @@ static double seq_read(unsigned mib, unsigned depth)
 
 static double random_read(unsigned mib, unsigned depth, unsigned count)
 {
-    struct io_state st = {.open = open_file("seq", NC_OPEN_READ),
-                          .size = 4096,
-                          .file_blocks = (uint64_t)mib * 256};
+    struct io_state st = {
+        .open = open_file("seq", NC_OPEN_READ), .size = 4096, .file_blocks = (uint64_t)mib * 256};
     struct pipeline p = {.total = count, .depth = depth, .issue = issue_random_read, .state = &st};
     double elapsed = pipeline_run(&p, "random read");
     close_file(st.open);
@@ -230,8 +233,8 @@ static void meta_advance(struct meta_op *op)
         break;
     case META_OPEN_READ:
         if (op->step == 0)
-            nc_open(client, &cred, &workdir, name, &file_fhs[op->index], NC_OPEN_READ, 0,
-                    meta_step, op);
+            nc_open(client, &cred, &workdir, name, &file_fhs[op->index], NC_OPEN_READ, 0, meta_step,
+                    op);
         else if (op->step == 1)
             nc_read(client, &cred, op->open, 0, 4096, meta_step, op);
         else
