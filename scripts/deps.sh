@@ -16,8 +16,8 @@ packages=(
     util-linux procps psmisc iproute2 man-db
     # the fault suite's network partitions (nft in a network namespace)
     nftables
-    # the benchmark chart (make bench)
-    gnuplot-nox
+    # the benchmark: its chart, and the fresh ext4 image it exports (mkfs.ext4)
+    gnuplot-nox e2fsprogs
 )
 
 # One query for all of them; packages dpkg has never heard of print nothing.
