@@ -38,7 +38,8 @@ struct open_ctx {
     bool had_attr;
     struct nc_attr before;
     unsigned tries;
-    uint64_t stamp; /* fs_attr_stamp() when the OPEN left */
+    uint64_t stamp;        /* fs_attr_stamp() when the OPEN left */
+    uint64_t data_version; /* the inode's when the OPEN left */
 };
 
 static struct fs_file *file_new(struct fs *fs, struct fs_inode *inode, struct nc_open *open,
@@ -68,6 +69,7 @@ static void file_free(struct fs *fs, struct fs_file *file)
     if (file->next)
         file->next->prev = file->prev;
     fs_inode_unref(fs, file->inode);
+    free(file->prefetch);
     free(file);
 }
 
@@ -106,6 +108,19 @@ static void open_ctx_free(struct open_ctx *ctx)
     free(ctx);
 }
 
+/*
+ * Small files opened for reading are read along with the OPEN: the kernel's
+ * first read of them follows at once, and answering it from memory saves a
+ * round trip per file (what parallel small-file reads are made of). Only
+ * while no write of ours is on its way, which the server would not show.
+ */
+static bool want_prefetch(const struct fs_inode *inode, int flags)
+{
+    return (flags & O_ACCMODE) == O_RDONLY && inode->has_attr && S_ISREG(inode->attr.mode) &&
+           inode->attr.size <= NC_OPEN_PREFETCH_MAX && !inode->writes_in_flight &&
+           !inode->size_changes;
+}
+
 static void open_done(void *arg, const struct nc_reply *r);
 
 /* Opens the file by the latest name we know it under. */
@@ -133,6 +148,11 @@ static void open_send(struct open_ctx *ctx)
     ctx->name = name;
     ctx->tries++;
     ctx->stamp = fs_attr_stamp(fs);
+    ctx->data_version = ctx->inode->data_version;
+    if (want_prefetch(ctx->inode, ctx->fi.flags))
+        ctx->flags |= NC_OPEN_PREFETCH;
+    else
+        ctx->flags &= ~(uint32_t)NC_OPEN_PREFETCH;
     nc_open(fs->nc, &ctx->cred, &ctx->dir->fh, ctx->name, &ctx->inode->fh, ctx->flags, 0, open_done,
             ctx);
 }
@@ -147,6 +167,21 @@ static bool open_retry(struct open_ctx *ctx)
         return false;
     open_send(ctx);
     return true;
+}
+
+static void keep_prefetch(struct fs_file *file, const struct open_ctx *ctx,
+                          const struct nc_reply *r)
+{
+    if (!(ctx->flags & NC_OPEN_PREFETCH) || (!r->count && !r->eof))
+        return;
+    if (r->count && !(file->prefetch = malloc(r->count)))
+        return; /* the read will go to the server */
+    if (r->count)
+        memcpy(file->prefetch, r->data, r->count);
+    file->prefetch_len = r->count;
+    file->prefetch_eof = r->eof;
+    file->prefetch_version = ctx->data_version;
+    file->has_prefetch = true;
 }
 
 static void open_done(void *arg, const struct nc_reply *r)
@@ -209,6 +244,7 @@ static void open_done(void *arg, const struct nc_reply *r)
         open_ctx_free(ctx);
         return;
     }
+    keep_prefetch(file, ctx, r);
     fi->fh = (uint64_t)(uintptr_t)file;
     int rc = ctx->create ? fs_reply_create(&ctx->req, inode, fi) : fs_reply_open(&ctx->req, fi);
     if (rc != 0) {

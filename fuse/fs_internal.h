@@ -96,6 +96,9 @@ struct fs_inode {
     bool committing;       /* a COMMIT is on the wire */
     bool pressure;         /* picked to free memory for the mount's bound */
     unsigned size_changes; /* SETATTR size on the wire: no re-send may overtake it */
+    /* Bumped by every local change of the data (write accepted, size
+     * set): data read before it no longer shows the file as we changed it. */
+    uint64_t data_version;
     struct fs_commit_waiter *commit_waiters;
     struct fs_inode *dirty_next; /* the mount's inodes with retained writes */
     struct fs_inode *dirty_prev;
@@ -118,6 +121,14 @@ struct fs_file {
     void *on_unused_arg;
     uint64_t lock_owners[8]; /* owners that took locks through this file, to unlock */
     unsigned nlock_owners;
+    /* The start of the file, read along with the OPEN (NC_OPEN_PREFETCH),
+     * until a read takes it; valid while inode->data_version is
+     * prefetch_version (read.c). */
+    bool has_prefetch;
+    char *prefetch; /* NULL when empty */
+    uint32_t prefetch_len;
+    bool prefetch_eof;
+    uint64_t prefetch_version;
 };
 
 /* A write whose answer to the kernel waits for the mount's bound. */

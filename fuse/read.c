@@ -125,6 +125,31 @@ static void read_start(struct fs *fs, void *arg)
         read_finish(ctx);
 }
 
+/*
+ * Answers from the data read along with the OPEN (file.c) when it covers
+ * the request and nothing we wrote since could be missing from it. It
+ * serves the kernel's first reads of a small file; once a read reaches its
+ * end, or one falls outside it, it is let go.
+ */
+static bool read_prefetched(fuse_req_t req, struct fs_file *file, size_t size, uint64_t offset)
+{
+    if (!file->has_prefetch)
+        return false;
+    uint64_t len = file->prefetch_len;
+    bool usable = file->prefetch_version == file->inode->data_version && offset <= len &&
+                  (offset + size <= len || file->prefetch_eof);
+    if (usable) {
+        size_t n = offset + size <= len ? size : (size_t)(len - offset);
+        fuse_reply_buf(req, n ? file->prefetch + offset : NULL, n);
+    }
+    if (!usable || offset + size >= len) {
+        free(file->prefetch);
+        file->prefetch = NULL;
+        file->has_prefetch = false;
+    }
+    return usable;
+}
+
 void fs_op_read(fuse_req_t req, fuse_ino_t ino FS_UNUSED, size_t size, off_t off,
                 struct fuse_file_info *fi)
 {
@@ -134,6 +159,8 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino FS_UNUSED, size_t size, off_t off
         fuse_reply_buf(req, NULL, 0);
         return;
     }
+    if (read_prefetched(req, file, size, (uint64_t)off))
+        return;
     struct read_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         fuse_reply_err(req, ENOMEM);

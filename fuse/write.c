@@ -179,6 +179,7 @@ static void retain(struct fs *fs, struct fs_write *w)
         fs->dirty_inodes = inode;
     }
     w->seq = inode->next_seq++;
+    inode->data_version++;
     w->next = NULL;
     w->prev = inode->retained_tail;
     if (inode->retained_tail)
@@ -596,6 +597,7 @@ uint64_t fs_inode_write_seq(const struct fs_inode *inode)
 void fs_writes_size_change_start(struct fs_inode *inode)
 {
     inode->size_changes++;
+    inode->data_version++;
 }
 
 void fs_writes_size_change_done(struct fs *fs, struct fs_inode *inode, bool ok, uint64_t size,

@@ -57,6 +57,12 @@ struct open_ctx {
     bool exclusive_attrs_set;
     verifier4 createverf;
     unsigned epoch; /* of the client id the OPEN went out under */
+    /* NC_OPEN_PREFETCH: the READ's index in the compound (0: none sent) and
+     * its data, copied out of the reply that is freed before we finish. */
+    unsigned prefetch_index;
+    void *prefetch;
+    uint32_t prefetch_len;
+    bool prefetch_eof;
 };
 
 static void open_finish(struct open_ctx *ctx)
@@ -68,8 +74,12 @@ static void open_finish(struct open_ctx *ctx)
         reply.fh = ctx->fh;
         reply.has_attr = ctx->has_attr;
         reply.attr = ctx->attr;
+        reply.data = ctx->prefetch;
+        reply.count = ctx->prefetch_len;
+        reply.eof = ctx->prefetch_eof;
     }
     ctx->cb(ctx->arg, &reply);
+    free(ctx->prefetch);
     free(ctx->name);
     free(ctx);
 }
@@ -306,6 +316,38 @@ static void send_open_confirm(struct open_ctx *ctx)
     nc_compound_free(&cp);
 }
 
+/* Keeps the data of the READ that followed the OPEN, when it succeeded. */
+static void take_prefetch(struct open_ctx *ctx, COMPOUND4res *res)
+{
+    if (!ctx->prefetch_index)
+        return;
+    nfs_resop4 *r = nc_res_op(res, ctx->prefetch_index, OP_READ);
+    if (!r)
+        return; /* an earlier op failed, or the compound was cut short */
+    nfsstat4 st = r->nfs_resop4_u.opread.status;
+    if (st != NFS4_OK) {
+        if (st == NFS4ERR_BAD_STATEID || st == NFS4ERR_NOTSUPP || st == NFS4ERR_INVAL) {
+            elog_info(NC_COMPONENT,
+                      "server refuses reads with the anonymous stateid (status %d): "
+                      "not reading small files along with their OPEN",
+                      (int)st);
+            ctx->c->prefetch_unsupported = true;
+        }
+        return;
+    }
+    READ4resok *ok = &r->nfs_resop4_u.opread.READ4res_u.resok4;
+    uint32_t len = ok->data.data_len;
+    if (len > NC_OPEN_PREFETCH_MAX)
+        return;
+    if (len) {
+        if (!(ctx->prefetch = malloc(len)))
+            return;
+        memcpy(ctx->prefetch, ok->data.data_val, len);
+    }
+    ctx->prefetch_len = len;
+    ctx->prefetch_eof = ok->eof;
+}
+
 static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
     struct open_ctx *ctx = arg;
@@ -351,6 +393,7 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         return;
     }
     ctx->has_attr = nc_res_find_attr(res, 2, &ctx->attr) >= 0;
+    take_prefetch(ctx, res);
     if (need_confirm) {
         /* The OPEN's seqid is consumed; the confirm uses the next one while
          * we still hold the owner. */
@@ -392,6 +435,17 @@ static void open_start(struct nc_client *c, struct nc_seqop *op)
     o->claim.open_claim4_u.file.utf8string_len = (u_int)strlen(ctx->name);
     nc_op_getfh(&cp);
     nc_op_getattr(&cp);
+    ctx->prefetch_index = 0;
+    if ((ctx->flags & NC_OPEN_PREFETCH) && !(ctx->flags & (NC_OPEN_WRITE | NC_OPEN_CREATE)) &&
+        !c->prefetch_unsupported) {
+        /* NFSv4.0 has no "current stateid": the anonymous one (all zeros),
+         * which servers accept for reads that no share reservation denies. */
+        ctx->prefetch_index = cp.args.argarray.argarray_len;
+        nfs_argop4 *rd = nc_compound_add(&cp, OP_READ);
+        memset(&rd->nfs_argop4_u.opread.stateid, 0, sizeof(rd->nfs_argop4_u.opread.stateid));
+        rd->nfs_argop4_u.opread.offset = 0;
+        rd->nfs_argop4_u.opread.count = NC_OPEN_PREFETCH_MAX;
+    }
     nc_send_seqid(c, &ctx->cred, &cp, open_done, ctx);
     nc_compound_free(&cp);
 }

@@ -303,6 +303,9 @@ struct nc_client {
      * refused EXCLUSIVE4 (then GUARDED4 is used). */
     uint64_t createverf_count;
     bool exclusive4_unsupported;
+    /* The server refused a READ with the anonymous stateid: stop asking
+     * for NC_OPEN_PREFETCH reads in OPEN compounds. */
+    bool prefetch_unsupported;
 };
 
 /* The server no longer knows our client id or this state (it restarted, or

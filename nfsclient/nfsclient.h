@@ -121,7 +121,13 @@ enum {
     NC_OPEN_CREATE = 1u << 2, /* create if missing (UNCHECKED4) */
     NC_OPEN_EXCL = 1u << 3,   /* with CREATE: fail with -EEXIST if it exists (EXCLUSIVE4) */
     NC_OPEN_TRUNC = 1u << 4,  /* truncate to 0 (only with WRITE) */
+    /* Read-only opens: also READ the first NC_OPEN_PREFETCH_MAX bytes in the
+     * OPEN's compound, so a small file costs one round trip, not two. The
+     * reply's data/count/eof carry them when the server gave them (a failed
+     * READ does not fail the open); count 0 without eof means "not read". */
+    NC_OPEN_PREFETCH = 1u << 5,
 };
+#define NC_OPEN_PREFETCH_MAX (64u * 1024)
 
 /*
  * The result of one operation. Which fields are meaningful depends on the

@@ -199,6 +199,56 @@ def test_read_own_writes_through_second_descriptor(mnt, testdir):
         os.close(r)
 
 
+# Needs: small files read along with their OPEN (up to 64 KiB) answer the
+# kernel's reads with the right bytes at every offset, and larger ones read on.
+def test_small_files_read_with_open(nfs_server, mnt, testdir):
+    rng = random.Random(77)
+    sizes = [0, 1, 4095, 4096, 5000, 65535, 65536, 65537, 200000]
+    srv = nfs_server.export / testdir.name
+    for size in sizes:
+        (srv / f"s{size}").write_bytes(rng.randbytes(size))
+    for size in sizes:
+        expect = (srv / f"s{size}").read_bytes()
+        # Whole, in odd-sized pieces, and from the middle and past the end.
+        assert (testdir / f"s{size}").read_bytes() == expect
+        fd = os.open(testdir / f"s{size}", os.O_RDONLY | getattr(os, "O_DIRECT", 0))
+        try:
+            assert os.pread(fd, 8192, 0) == expect[:8192]
+        except OSError:
+            pass  # O_DIRECT needs alignment this buffer may not have
+        finally:
+            os.close(fd)
+        with open(testdir / f"s{size}", "rb", buffering=0) as f:
+            got = b"".join(iter(lambda: f.read(777), b""))
+        assert got == expect
+        with open(testdir / f"s{size}", "rb", buffering=0) as f:
+            f.seek(size // 2)
+            assert f.read() == expect[size // 2:]
+            f.seek(size + 10)
+            assert f.read() == b""
+
+
+# Needs: data read along with the OPEN is not used once a write of ours (or
+# a truncate) through another descriptor changed the file after it was read.
+def test_small_file_read_after_local_change(nfs_server, mnt, testdir):
+    srv = nfs_server.export / testdir.name
+    (srv / "w").write_bytes(b"old content here")
+    (srv / "t").write_bytes(b"to be truncated")
+    r = os.open(testdir / "w", os.O_RDONLY)  # small: its data comes with the OPEN
+    try:
+        with open(testdir / "w", "r+b") as w:
+            w.write(b"NEW")
+        assert os.pread(r, 100, 0) == b"NEW content here"
+    finally:
+        os.close(r)
+    r = os.open(testdir / "t", os.O_RDONLY)
+    try:
+        os.truncate(testdir / "t", 2)
+        assert os.pread(r, 100, 0) == b"to"
+    finally:
+        os.close(r)
+
+
 # Needs: shared writable mmap (page writeback becomes WRITE), mmap reads.
 def test_mmap(nfs_server, mnt, testdir):
     p = testdir / "mapped"
