@@ -203,7 +203,15 @@ struct meta_op {
     struct nc_open *open;
 };
 
-enum meta_kind { META_CREATE, META_STAT, META_OPEN_READ, META_UNLINK };
+enum meta_kind {
+    META_CREATE,
+    META_STAT,
+    META_FILL,          /* untimed: gives each file the 4 KiB the reads expect */
+    META_OPEN_READ,     /* OPEN, READ 4 KiB, CLOSE: three round trips */
+    META_OPEN_PREFETCH, /* OPEN+READ in one compound, CLOSE: what efsfuse sends */
+    META_UNLINK,
+};
+#define SMALL_FILE_BYTES 4096u
 static enum meta_kind meta_kind;
 static struct nc_fh *file_fhs;
 
@@ -231,12 +239,28 @@ static void meta_advance(struct meta_op *op)
     case META_STAT:
         nc_getattr(client, &cred, &file_fhs[op->index], meta_step, op);
         break;
+    case META_FILL:
+        if (op->step == 0)
+            nc_open(client, &cred, &workdir, name, &file_fhs[op->index], NC_OPEN_WRITE, 0,
+                    meta_step, op);
+        else if (op->step == 1)
+            nc_write(client, &cred, op->open, 0, payload, SMALL_FILE_BYTES, false, meta_step, op);
+        else
+            nc_close(client, op->open, meta_step, op);
+        break;
     case META_OPEN_READ:
         if (op->step == 0)
             nc_open(client, &cred, &workdir, name, &file_fhs[op->index], NC_OPEN_READ, 0, meta_step,
                     op);
         else if (op->step == 1)
-            nc_read(client, &cred, op->open, 0, 4096, meta_step, op);
+            nc_read(client, &cred, op->open, 0, SMALL_FILE_BYTES, meta_step, op);
+        else
+            nc_close(client, op->open, meta_step, op);
+        break;
+    case META_OPEN_PREFETCH:
+        if (op->step == 0)
+            nc_open(client, &cred, &workdir, name, &file_fhs[op->index],
+                    NC_OPEN_READ | NC_OPEN_PREFETCH, 0, meta_step, op);
         else
             nc_close(client, op->open, meta_step, op);
         break;
@@ -250,7 +274,9 @@ static int meta_steps(void)
 {
     switch (meta_kind) {
     case META_CREATE:
+    case META_OPEN_PREFETCH:
         return 2;
+    case META_FILL:
     case META_OPEN_READ:
         return 3;
     default:
@@ -265,11 +291,19 @@ static void meta_step(void *arg, const struct nc_reply *r)
         op->open = r->open;
     if (meta_kind == META_CREATE && op->step == 0 && !r->err)
         file_fhs[op->index] = r->fh;
+    int err = r->err;
+    /* The reads must have read the file, or the figure measures nothing. */
+    bool read_step = (meta_kind == META_OPEN_READ && op->step == 1) ||
+                     (meta_kind == META_OPEN_PREFETCH && op->step == 0);
+    if (!err && read_step && r->count != SMALL_FILE_BYTES)
+        err = -EIO;
     op->step++;
-    if (r->err || op->step >= meta_steps()) {
+    if (err || op->step >= meta_steps()) {
         struct pipeline *p = op->p;
+        if (err && op->open && op->step < meta_steps())
+            nc_close(client, op->open, NULL, NULL);
         free(op);
-        pipeline_complete(p, r->err);
+        pipeline_complete(p, err);
         return;
     }
     meta_advance(op);
@@ -379,8 +413,11 @@ int main(int argc, char **argv)
         unsigned qd = meta_depths[d];
         printf("  \"create_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_CREATE, files, qd));
         printf("  \"stat_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_STAT, files, qd));
+        meta_rate(META_FILL, files, 8);
         printf("  \"open_read_close_per_s_qd%u\": %.0f,\n", qd,
                meta_rate(META_OPEN_READ, files, qd));
+        printf("  \"open_read_close_compound_per_s_qd%u\": %.0f,\n", qd,
+               meta_rate(META_OPEN_PREFETCH, files, qd));
         printf("  \"unlink_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_UNLINK, files, qd));
     }
     /* A directory of dir_entries files for the listing figure. */
