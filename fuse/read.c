@@ -128,8 +128,9 @@ static void read_start(struct fs *fs, void *arg)
 /*
  * Answers from the data read along with the OPEN (file.c) when it covers
  * the request and nothing we wrote since could be missing from it. It
- * serves the kernel's first reads of a small file; once a read reaches its
- * end, or one falls outside it, it is let go.
+ * serves one read, the kernel's first (through the page cache that one
+ * covers a small file whole): later reads go to the server, so that a
+ * process polling with O_DIRECT sees other clients' changes.
  */
 static bool read_prefetched(fuse_req_t req, struct fs_file *file, size_t size, uint64_t offset)
 {
@@ -142,11 +143,9 @@ static bool read_prefetched(fuse_req_t req, struct fs_file *file, size_t size, u
         size_t n = offset + size <= len ? size : (size_t)(len - offset);
         fuse_reply_buf(req, n ? file->prefetch + offset : NULL, n);
     }
-    if (!usable || offset + size >= len) {
-        free(file->prefetch);
-        file->prefetch = NULL;
-        file->has_prefetch = false;
-    }
+    free(file->prefetch);
+    file->prefetch = NULL;
+    file->has_prefetch = false;
     return usable;
 }
 

@@ -249,6 +249,24 @@ def test_small_file_read_after_local_change(nfs_server, mnt, testdir):
         os.close(r)
 
 
+# Needs: the copy read along with the OPEN answers one read only: a process
+# polling a file with O_DIRECT sees a change made on the server after its
+# first read.
+def test_direct_reads_after_the_first_go_to_the_server(nfs_server, mnt, testdir):
+    srv = nfs_server.export / testdir.name / "polled"
+    srv.write_bytes(b"a" * 10000)
+    buf = mmap.mmap(-1, 4096)  # O_DIRECT wants an aligned buffer
+    fd = os.open(testdir / "polled", os.O_RDONLY | os.O_DIRECT)
+    try:
+        assert os.preadv(fd, [buf], 0) == 4096 and buf[:4] == b"aaaa"
+        with open(srv, "r+b") as f:  # another client's change, on the server
+            f.write(b"bbbb")
+        assert os.preadv(fd, [buf], 0) == 4096 and buf[:4] == b"bbbb"
+    finally:
+        os.close(fd)
+        buf.close()
+
+
 # Needs: shared writable mmap (page writeback becomes WRITE), mmap reads.
 def test_mmap(nfs_server, mnt, testdir):
     p = testdir / "mapped"
