@@ -53,6 +53,8 @@ struct batch {
 struct fetch;
 
 struct dir_handle {
+    struct dir_handle *list_next; /* in fs->dirs */
+    struct dir_handle *list_prev;
     struct fs_inode *inode;
     uint64_t cookieverf;
     bool has_batch;
@@ -76,6 +78,12 @@ static void batch_clear(struct batch *b)
 
 static void dir_handle_free(struct fs *fs, struct dir_handle *dh)
 {
+    if (dh->list_prev)
+        dh->list_prev->list_next = dh->list_next;
+    else
+        fs->dirs = dh->list_next;
+    if (dh->list_next)
+        dh->list_next->list_prev = dh->list_prev;
     batch_clear(&dh->cur);
     batch_clear(&dh->next);
     fs_inode_unref(fs, dh->inode);
@@ -92,12 +100,21 @@ void fs_op_opendir(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     dh->inode = fs_inode_get(fs, ino);
     fs_inode_ref(dh->inode);
+    dh->list_next = fs->dirs;
+    if (fs->dirs)
+        fs->dirs->list_prev = dh;
+    fs->dirs = dh;
     fi->fh = (uint64_t)(uintptr_t)dh;
-    if (fuse_reply_open(req, fi) != 0) {
-        /* The opener is gone; no releasedir will come. */
-        fs_inode_unref(fs, dh->inode);
-        free(dh);
-    }
+    if (fuse_reply_open(req, fi) != 0)
+        dir_handle_free(fs, dh); /* the opener is gone; no releasedir will come */
+}
+
+/* At exit, after the drain: no read-ahead is in flight any more (they
+ * count as background work), so every handle left can go. */
+void fs_dirs_free(struct fs *fs)
+{
+    while (fs->dirs)
+        dir_handle_free(fs, fs->dirs);
 }
 
 void fs_op_releasedir(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi)
@@ -262,7 +279,8 @@ struct fetch {
     struct dir_handle *dh;
     uint64_t after;
     uint64_t stamp;
-    bool has_waiter;
+    bool read_ahead; /* started without a waiter: counted in fs->background */
+    bool has_waiter; /* a kernel request waits for it (it may join a read-ahead) */
     struct waiter w;
 };
 
@@ -305,6 +323,8 @@ static void maybe_prefetch(struct fs *fs, struct dir_handle *dh, const struct nc
     if (!f)
         return; /* only a read-ahead: the kernel's next call fetches it */
     dh->prefetch = f;
+    f->read_ahead = true;
+    fs->background++; /* answers no request: exit waits for it (fetch_done) */
     start_fetch(fs, dh, cred, b->entries[b->nentries - 1].cookie, READDIR_BYTES_MAX, f);
 }
 
@@ -320,6 +340,8 @@ static void fetch_done(void *arg, const struct nc_reply *r)
     struct dir_handle *dh = f->dh;
     if (dh->prefetch == f)
         dh->prefetch = NULL;
+    if (f->read_ahead)
+        fs->background--;
     if (!f->has_waiter) {
         /* A read-ahead: kept for the kernel's next call, dropped on error
          * (that call then asks again and gets the error itself). */

@@ -39,6 +39,7 @@ struct fs_file;
 struct fs_write;
 struct fs_commit_waiter;
 struct fs_lock_wait;
+struct dir_handle;
 
 /* Someone waiting for an inode's write-behind to drain. */
 struct fs_waiter {
@@ -182,6 +183,9 @@ struct fs {
     struct fs_inode *pressure_inode; /* being committed to get under the bound */
     struct fs_file *files;
     struct fs_lock_wait *lock_waits;
+    /* Open directories: a releasedir still queued when the session ends
+     * never comes, so exit frees what is left (dir.c). */
+    struct dir_handle *dirs;
     /* Work that answers no FUSE request (release's write-back and CLOSE). */
     unsigned background;
     /* FUSE requests taken by fs_req_hold and not yet answered. */
@@ -280,6 +284,8 @@ void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
 void fs_files_drain(struct fs *fs, double deadline);
 /* Forgets files the kernel never released (their opens go with the client). */
 void fs_files_free(struct fs *fs);
+/* --- dir.c --- */
+void fs_dirs_free(struct fs *fs);
 
 /* --- write.c --- */
 /* Answers writes held back by the bound (at exit, whatever it is). */

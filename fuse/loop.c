@@ -182,8 +182,9 @@ static void drain_nfs(struct fs *fs, double deadline)
         if (busy(fs) && nc_client_pending(fs->nc) == 0) {
             /* No request on the wire can finish what is left: a count went
              * astray. Waiting would only hold up the exit. */
-            elog_error(FS_COMPONENT, "at exit, %u requests, %u writes and %u background tasks "
-                                     "are not tracked by any NFS request",
+            elog_error(FS_COMPONENT,
+                       "at exit, %u requests, %u writes and %u background tasks "
+                       "are not tracked by any NFS request",
                        fs->requests_waiting, fs->write_count, fs->background);
             break;
         }
@@ -214,6 +215,7 @@ void fs_free(struct fs *fs)
         fuse_session_destroy(fs->se);
     fs_writes_free(fs);
     fs_files_free(fs);
+    fs_dirs_free(fs);
     fs_inodes_free(fs);
     free(fs->mountpoint);
     free(fs);
