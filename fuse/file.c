@@ -174,10 +174,11 @@ static void keep_prefetch(struct fs_file *file, const struct open_ctx *ctx,
 {
     if (!(ctx->flags & NC_OPEN_PREFETCH) || (!r->count && !r->eof))
         return;
-    if (r->count && !(file->prefetch = malloc(r->count)))
-        return; /* the read will go to the server */
-    if (r->count)
+    if (r->count) {
+        if (!(file->prefetch = malloc(r->count)))
+            return; /* the read will go to the server */
         memcpy(file->prefetch, r->data, r->count);
+    }
     file->prefetch_len = r->count;
     file->prefetch_eof = r->eof;
     file->prefetch_version = ctx->data_version;
