@@ -21,7 +21,7 @@
  */
 enum resent_kind {
     RESENT_NONE,
-    RESENT_REMOVE, /* NOENT: the name is gone, which is all REMOVE promises; STALE: LOOKUP */
+    RESENT_REMOVE, /* NOENT: the name is gone, which is all REMOVE promises */
     RESENT_RENAME, /* NOENT: done if the new name exists */
     RESENT_CREATE, /* EXIST: done if the name is an object of our type (and target) */
     RESENT_LINK,   /* EXIST: done if the name is our file */
@@ -129,9 +129,7 @@ static void resent_check_done(struct nc_client *c, void *arg, int err, COMPOUND4
     struct meta_ctx *m = arg;
     struct nc_reply reply = {0};
     bool done = false;
-    if (!err && m->resent == RESENT_REMOVE) {
-        done = res->status == NFS4ERR_NOENT; /* the name is gone, as REMOVE promises */
-    } else if (!err && res->status == NFS4_OK) {
+    if (!err && res->status == NFS4_OK) {
         nc_res_find_fh(res, &reply.fh);
         reply.has_attr = getattr_at(res, 3, &reply.attr) == 0;
         switch (m->resent) {
@@ -178,16 +176,8 @@ static bool resent_check(struct nc_client *c, struct meta_ctx *m, int st)
 {
     bool noent = st == NFS4ERR_NOENT;
     bool exist = st == NFS4ERR_EXIST;
-    /* A server that has just restarted can answer STALE for a directory
-     * handle it takes again a moment later; the name then says whether the
-     * first transmission removed it (seen under test_load: the kernel
-     * retried the unlink after ESTALE and reported ENOENT for a remove that
-     * had been done). */
-    bool stale = st == NFS4ERR_STALE || st == NFS4ERR_BADHANDLE || st == NFS4ERR_FHEXPIRED;
     switch (m->resent) {
     case RESENT_REMOVE:
-        if (stale)
-            break;
         if (!noent)
             return false;
         elog_info(NC_COMPONENT,

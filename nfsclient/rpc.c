@@ -48,6 +48,13 @@
 #define SEND_IOV_MAX 64
 #define DELAY_MIN_MS 50
 #define DELAY_MAX_MS 2000
+/* A request resent after a reconnect that the server answers STALE is sent
+ * again this many times (with the DELAY backoff, about 1.5 s in all) before
+ * the error is believed: a server that has just restarted has been seen to
+ * refuse a directory handle it took again a moment later (test_load: an
+ * unlink that had been done came back to the application as ENOENT after
+ * the kernel retried the ESTALE). */
+#define STALE_RESENDS_MAX 5
 
 enum conn_state { CONN_DOWN, CONN_CONNECTING, CONN_UP };
 
@@ -69,6 +76,7 @@ struct nc_call {
     bool retry_delay;   /* resend as is on NFS4ERR_DELAY / NFS4ERR_GRACE */
     unsigned delay_ms;  /* backoff for the next such resend */
     uint64_t resend_at; /* while parked on the delayed list */
+    unsigned stale_resends;
     /* Written (at least partly) on a connection that broke before the
      * answer: the server may have executed it already. */
     bool resent;
@@ -682,10 +690,25 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
     call_unlink(rpc, call);
     if (!err && call->retry_delay && len >= body + 4) {
         uint32_t status = get_be32(rec + body);
-        if (status == NFS4ERR_DELAY || status == NFS4ERR_GRACE) {
+        bool stale = status == NFS4ERR_STALE || status == NFS4ERR_BADHANDLE ||
+                     status == NFS4ERR_FHEXPIRED;
+        bool retry = status == NFS4ERR_DELAY || status == NFS4ERR_GRACE;
+        if (stale && call->resent && call->stale_resends < STALE_RESENDS_MAX) {
+            /* A failing PUTFH has done nothing, so the same request is safe
+             * to send again; it stays marked resent, as its first copy may
+             * still have been executed before the reconnect. */
+            call->stale_resends++;
+            retry = true;
+            elog_info(NC_COMPONENT,
+                      "server answered %s to a request resent after a reconnect; "
+                      "sending it again in %u ms",
+                      nc_status_name(status), call->delay_ms);
+        } else if (retry) {
             /* The server is busy or recovering: the same request, later. */
             elog_debug(NC_COMPONENT, "server answered %s; resending in %u ms",
                        status == NFS4ERR_DELAY ? "DELAY" : "GRACE", call->delay_ms);
+        }
+        if (retry) {
             call->resend_at = nc_now_ms() + call->delay_ms;
             call->delay_ms = call->delay_ms * 2 > DELAY_MAX_MS ? DELAY_MAX_MS : call->delay_ms * 2;
             call->next = rpc->delayed;
@@ -712,11 +735,15 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
                        res.tag.utf8string_val ? res.tag.utf8string_val : "", name ? name : "?",
                        res.resarray.resarray_len, res.resarray.resarray_len);
         }
-        if (call->resent)
-            elog_debug(NC_COMPONENT, "%.*s resent after a reconnect: %s",
-                       (int)res.tag.utf8string_len,
-                       res.tag.utf8string_val ? res.tag.utf8string_val : "",
-                       res.status == NFS4_OK ? "OK" : nc_status_name(res.status));
+        if (call->resent) {
+            /* Failures of resent requests are rare and are what a later
+             * wrong answer to the application would be traced back to. */
+            enum elog_level level = res.status == NFS4_OK ? ELOG_DEBUG : ELOG_INFO;
+            const char *name = res.status == NFS4_OK ? "OK" : nc_status_name(res.status);
+            elog(level, NC_COMPONENT, "%.*s resent after a reconnect: %s",
+                 (int)res.tag.utf8string_len, res.tag.utf8string_val ? res.tag.utf8string_val : "",
+                 name ? name : "unknown status");
+        }
         rpc->answering_resent = call->resent;
         call->done(rpc->client, call->ctx, 0, &res);
         rpc->answering_resent = false;

@@ -431,3 +431,158 @@ def test_exclusive_create_falls_back_to_guarded(efsfuse_bin, nfs_server, mount_e
             assert (d / name).read_bytes() == name.encode()
     finally:
         refuser.close()
+
+
+NFS4ERR_STALE = 70
+
+
+def _compound_reply(xid, tag, status, ops):
+    """An accepted RPC reply carrying COMPOUND4res(status, tag, ops): ops is a
+    list of (op, status) results with no further body (failed ops have none)."""
+    tagb = tag.encode()
+    body = struct.pack(">IIIIII", xid, 1, 0, 0, 0, 0)
+    body += struct.pack(">II", status, len(tagb)) + tagb + b"\0" * (-len(tagb) % 4)
+    body += struct.pack(">I", len(ops)) + b"".join(struct.pack(">II", o, s) for o, s in ops)
+    return struct.pack(">I", 0x80000000 | len(body)) + body
+
+
+class StaleAfterReset(ReplyDropper):
+    """What a server that has just restarted was seen to do: refuse for a
+    moment a handle it takes again right after. Once the armed reply has been
+    dropped (so efsfuse resends the request, already executed, on a new
+    connection), the proxy answers the next `stale_count` calls with that tag
+    itself: PUTFH failed with NFS4ERR_STALE."""
+
+    def __init__(self, upstream_port):
+        super().__init__(upstream_port)
+        self.stale_left = 0
+        self.stale_tag = None
+        self.stale_answered = 0
+        self.send_lock = threading.Lock()
+
+    def arm_stale(self, tag, count):
+        with self.lock:
+            self.stale_tag, self.stale_left, self.stale_answered = tag, count, 0
+        self.arm(tag)
+
+    def _up(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = client.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = _records(buf)
+                for r in recs:
+                    xid, tag = _call_tag(_payload(r))
+                    with self.lock:
+                        stale = (tag is not None and tag == self.stale_tag and
+                                 self.fired.is_set() and self.stale_left > 0)
+                        if stale:
+                            self.stale_left -= 1
+                            self.stale_answered += 1
+                        elif tag is not None:
+                            self.tags[xid] = tag
+                    if stale:
+                        reply = _compound_reply(xid, tag, NFS4ERR_STALE,
+                                                [(OP_PUTFH, NFS4ERR_STALE)])
+                        with self.send_lock:
+                            client.sendall(reply)
+                        continue
+                    server.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+    def _down(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = server.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = _records(buf)
+                for r in recs:
+                    xid = struct.unpack_from(">I", _payload(r), 0)[0]
+                    with self.lock:
+                        tag = self.tags.pop(xid, None)
+                        drop = tag is not None and tag == self.armed
+                        if drop:
+                            self.armed = None
+                    if drop:
+                        self.fired.set()
+                        self._reset((client, server))
+                        return
+                    with self.send_lock:
+                        client.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+
+@pytest.fixture
+def stale_proxy(nfs_server):
+    p = StaleAfterReset(nfs_server.port)
+    yield p
+    p.close()
+
+
+@pytest.mark.needs_efsfuse
+def test_resent_requests_answered_stale_are_sent_again(efsfuse_bin, nfs_server, mount_efsfuse,
+                                                       stale_proxy):
+    """A request executed by the server, whose reply was lost with the
+    connection, is resent and refused twice as STALE: efsfuse sends it again
+    (a failed PUTFH has done nothing), the server then answers NOENT or EXIST,
+    and efsfuse recognises its own work. The application sees success."""
+    m = mount_efsfuse("/", opts=["log_level=debug"], port=stale_proxy.port)
+    d = m.path / f"stale-{time.monotonic_ns()}"
+    d.mkdir()
+    (d / "file").write_bytes(b"data")
+    (d / "gone").write_bytes(b"")
+
+    def stale_twice(tag, action):
+        stale_proxy.arm_stale(tag, 2)
+        action()
+        assert stale_proxy.fired.wait(TIMEOUT), f"no {tag} reply was dropped"
+        with stale_proxy.lock:
+            assert stale_proxy.stale_answered == 2, (tag, stale_proxy.stale_answered)
+
+    stale_twice("remove", lambda: os.unlink(d / "gone"))
+    stale_twice("create", lambda: os.mkdir(d / "sub"))
+    stale_twice("link", lambda: os.link(d / "file", d / "hard"))
+    stale_twice("rename", lambda: os.rename(d / "hard", d / "moved"))
+    assert sorted(os.listdir(d)) == ["file", "moved", "sub"]
+
+    log = m.stderr()
+    again = log_events(log, r"answered NFS4ERR_STALE to a request resent after a reconnect")
+    assert len(again) == 8, again
+    settled = [e for _, e in log_events(log, r"resent after a reconnect (found|had been)")]
+    for kind in ("REMOVE of 'gone'", "CREATE of 'sub'", "LINK of 'hard'", "RENAME of 'moved'"):
+        assert any(e.startswith(kind) for e in settled), (kind, settled)
+    m.unmount()
+    exported = nfs_server.export / d.name
+    assert sorted(os.listdir(exported)) == ["file", "moved", "sub"]
+
+
+@pytest.mark.needs_efsfuse
+def test_resent_request_stale_for_good_fails(efsfuse_bin, nfs_server, mount_efsfuse,
+                                             stale_proxy):
+    """A handle the server keeps refusing is not retried for ever: after a
+    bounded number of copies the error reaches the application."""
+    m = mount_efsfuse("/", opts=["log_level=debug"], port=stale_proxy.port)
+    d = m.path / f"stale-for-good-{time.monotonic_ns()}"
+    d.mkdir()
+    (d / "a").write_bytes(b"")
+    stale_proxy.arm_stale("rename", 1000)
+    t0 = time.monotonic()
+    # The kernel retries a rename that failed with ESTALE once, looking the
+    # names up again; the old name is gone by then (the first copy did it).
+    with pytest.raises(OSError):
+        os.rename(d / "a", d / "b")
+    elapsed = time.monotonic() - t0
+    assert elapsed < TIMEOUT, elapsed
+    again = log_events(m.stderr(), r"answered NFS4ERR_STALE to a request resent")
+    assert len(again) == 5, again
+    assert os.path.exists(d / "b")
