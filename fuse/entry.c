@@ -125,6 +125,15 @@ void fs_op_lookup(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     if (!name_ok(req, name))
         return;
+    struct fs *fs = fs_from_req(req);
+    double remaining;
+    if (fs_dircache_absent(fs, fs_inode_get(fs, parent), name, &remaining)) {
+        /* Cached by the kernel no longer than we may vouch for it. */
+        struct fuse_entry_param e = {0};
+        e.entry_timeout = remaining;
+        fuse_reply_entry(req, &e);
+        return;
+    }
     struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
     if (!ctx) {
         fuse_reply_err(req, ENOMEM);
@@ -154,11 +163,27 @@ void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f
 static void create_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
+    struct fs *fs = ctx->fs;
     note_dir_attr(ctx, r);
-    if (r->err)
+    if (r->err) {
+        fs_dircache_change_failed(fs, ctx->dir);
         fs_reply_err(&ctx->req, r->err);
-    else
+        entry_ctx_free(ctx);
+        return;
+    }
+    fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
+    /* A directory we have just made is empty -- unless this was a resent
+     * mkdir found done, whose reply carries no change_info. */
+    if (r->has_attr && S_ISDIR(r->attr.mode) && r->dir_change.valid) {
+        struct fs_inode *made = fs_inode_find(fs, &r->fh);
+        bool fresh = !made;
         reply_entry(ctx, r);
+        made = fs_inode_find(fs, &r->fh);
+        if (fresh && made)
+            fs_dircache_made(fs, made, &r->attr);
+    } else {
+        reply_entry(ctx, r);
+    }
     entry_ctx_free(ctx);
 }
 
@@ -169,6 +194,8 @@ static struct entry_ctx *create_ctx(fuse_req_t req, fuse_ino_t parent, const cha
     struct entry_ctx *ctx = entry_ctx_new(req, parent, name);
     if (!ctx)
         fuse_reply_err(req, ENOMEM);
+    else
+        fs_dircache_change_start(ctx->dir);
     return ctx;
 }
 
@@ -217,6 +244,10 @@ static void remove_done(void *arg, const struct nc_reply *r)
     struct entry_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
     note_dir_attr(ctx, r);
+    if (r->err)
+        fs_dircache_change_failed(fs, ctx->dir);
+    else
+        fs_dircache_change_done(fs, ctx->dir, NULL, ctx->name, &r->dir_change);
     if (!r->err || r->err == -ENOENT) {
         /* Its link count (and ctime) changed; its other names still work. */
         struct fs_inode *gone = fs_name_lookup(fs, ctx->dir, ctx->name);
@@ -237,6 +268,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENOMEM);
         return;
     }
+    fs_dircache_change_start(ctx->dir);
     nc_remove(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, remove_done, ctx);
 }
 
@@ -258,8 +290,18 @@ static void rename_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
+    struct fs_inode *newdir = ctx->other;
+    if (r->err) {
+        fs_dircache_change_failed(fs, ctx->dir);
+        if (newdir != ctx->dir)
+            fs_dircache_change_failed(fs, newdir);
+    } else if (newdir == ctx->dir) {
+        fs_dircache_change_done(fs, newdir, ctx->newname, ctx->name, &r->dir_change);
+    } else {
+        fs_dircache_change_done(fs, ctx->dir, NULL, ctx->name, &r->from_dir_change);
+        fs_dircache_change_done(fs, newdir, ctx->newname, NULL, &r->dir_change);
+    }
     if (!r->err) {
-        struct fs_inode *newdir = ctx->other;
         /* RENAME answers no attributes; the moved inode's ctime, the
          * replaced one's link count and both directories changed. */
         struct fs_inode *moved = fs_name_lookup(fs, ctx->dir, ctx->name);
@@ -300,6 +342,9 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
     }
     ctx->other = fs_inode_get(ctx->fs, newparent);
     fs_inode_ref(ctx->other);
+    fs_dircache_change_start(ctx->dir);
+    if (ctx->other != ctx->dir)
+        fs_dircache_change_start(ctx->other);
     nc_rename(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, &ctx->other->fh, newname, rename_done,
               ctx);
 }
@@ -312,6 +357,10 @@ static void link_done(void *arg, const struct nc_reply *r)
     struct fs *fs = ctx->fs;
     struct fs_inode *inode = ctx->other;
     note_dir_attr(ctx, r);
+    if (r->err)
+        fs_dircache_change_failed(fs, ctx->dir);
+    else
+        fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
     if (r->err) {
         fs_reply_err(&ctx->req, r->err);
         entry_ctx_free(ctx);
@@ -338,5 +387,6 @@ void fs_op_link(fuse_req_t req, fuse_ino_t ino, fuse_ino_t newparent, const char
     }
     ctx->other = fs_inode_get(ctx->fs, ino);
     fs_inode_ref(ctx->other);
+    fs_dircache_change_start(ctx->dir);
     nc_link(ctx->fs->nc, &ctx->cred, &ctx->other->fh, &ctx->dir->fh, newname, link_done, ctx);
 }

@@ -189,6 +189,12 @@ static void open_done(void *arg, const struct nc_reply *r)
 {
     struct open_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
+    if (ctx->create) {
+        if (r->err)
+            fs_dircache_change_failed(fs, ctx->dir);
+        else
+            fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
+    }
     if (r->err) {
         int err = r->err;
         if (!ctx->create && (err == -ENOENT || err == -ESTALE)) {
@@ -327,6 +333,7 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
         ctx->flags |= NC_OPEN_EXCL;
     ctx->mode = mode & 07777;
     ctx->stamp = fs_attr_stamp(fs);
+    fs_dircache_change_start(dir);
     nc_open(fs->nc, &ctx->cred, &dir->fh, ctx->name, NULL, ctx->flags, ctx->mode, open_done, ctx);
 }
 

@@ -16,17 +16,18 @@ struct nc_client;
 struct fs;
 
 struct fs_config {
-    double attr_timeout;     /* seconds the kernel may cache attributes */
-    double entry_timeout;    /* seconds the kernel may cache name -> inode */
-    double negative_timeout; /* seconds the kernel may cache "no such name" */
-    uint32_t max_read;       /* largest FUSE read request, bytes */
-    uint32_t max_write;      /* largest FUSE write request, bytes */
-    uint32_t max_inflight;   /* NFS requests in flight at most (whole mount) */
+    double attr_timeout;      /* seconds the kernel may cache attributes */
+    double entry_timeout;     /* seconds the kernel may cache name -> inode */
+    double negative_timeout;  /* seconds the kernel may cache "no such name" */
+    uint32_t max_read;        /* largest FUSE read request, bytes */
+    uint32_t max_write;       /* largest FUSE write request, bytes */
+    uint32_t max_inflight;    /* NFS requests in flight at most (whole mount) */
     uint64_t max_uncommitted; /* written bytes kept until COMMIT, whole mount (0: default) */
-    uint32_t readahead_kb;   /* kernel readahead of the mount (0: kernel default) */
-    bool readonly;           /* refuse every change with EROFS */
-    int64_t uid_override;    /* -1, or the uid every request is sent with (debugging) */
-    int64_t gid_override;    /* -1, or the gid every request is sent with */
+    uint32_t readahead_kb;    /* kernel readahead of the mount (0: kernel default) */
+    bool readonly;            /* refuse every change with EROFS */
+    bool dircache;            /* answer absent names of directories we made (dircache.c) */
+    int64_t uid_override;     /* -1, or the uid every request is sent with (debugging) */
+    int64_t gid_override;     /* -1, or the gid every request is sent with */
 };
 
 /* Defaults for every field. */

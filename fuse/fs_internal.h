@@ -7,6 +7,7 @@
  *   inode.c  the inode table (by NFS filehandle, with FUSE lookup counts),
  *            the names inodes are known by, the attribute cache
  *   entry.c  lookup, forget, mkdir/mknod/symlink/link, unlink/rmdir, rename
+ *   dircache.c  every name of directories we made, for local negative lookups
  *   dir.c    opendir, readdirplus (and readdir), releasedir, fsyncdir
  *   file.c   open, create, flush, fsync, release, fallocate
  *   read.c   read
@@ -40,6 +41,7 @@ struct fs_write;
 struct fs_commit_waiter;
 struct fs_lock_wait;
 struct dir_handle;
+struct fs_dircache;
 
 /* Someone waiting for an inode's write-behind to drain. */
 struct fs_waiter {
@@ -104,6 +106,8 @@ struct fs_inode {
     struct fs_inode *dirty_next; /* the mount's inodes with retained writes */
     struct fs_inode *dirty_prev;
     struct fs_waiter *waiters;
+    /* Directories: every name in it, while we know them (dircache.c). */
+    struct fs_dircache *dircache;
 };
 
 struct fs_file {
@@ -186,6 +190,7 @@ struct fs {
     /* Open directories: a releasedir still queued when the session ends
      * never comes, so exit frees what is left (dir.c). */
     struct dir_handle *dirs;
+    size_t dircache_names; /* names held by all directories' dircache */
     /* Work that answers no FUSE request (release's write-back and CLOSE). */
     unsigned background;
     /* FUSE requests taken by fs_req_hold and not yet answered. */
@@ -278,6 +283,26 @@ void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct
                         void *arg);
 /* Runs the idle waiters if the writes are done. */
 void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
+
+/*
+ * --- dircache.c ---
+ * Directories whose every name we know (made by us, changed by nothing
+ * else since, as change_info shows), so that absent names are answered
+ * without a LOOKUP. A change of ours to a directory is bracketed by
+ * change_start and change_done (the names it added and removed, and the
+ * server's change_info) or change_failed.
+ */
+void fs_dircache_made(struct fs *fs, struct fs_inode *dir, const struct nc_attr *attr);
+void fs_dircache_change_start(struct fs_inode *dir);
+void fs_dircache_change_done(struct fs *fs, struct fs_inode *dir, const char *added,
+                             const char *removed, const struct nc_dir_change *change);
+void fs_dircache_change_failed(struct fs *fs, struct fs_inode *dir);
+/* The directory's attributes as the server now has them. */
+void fs_dircache_attr_seen(struct fs *fs, struct fs_inode *dir, const struct nc_attr *attr);
+/* True when name is known to be absent from dir; *remaining: for how long
+ * the answer may be cached. */
+bool fs_dircache_absent(struct fs *fs, struct fs_inode *dir, const char *name, double *remaining);
+void fs_dircache_forget(struct fs *fs, struct fs_inode *dir);
 
 /* --- file.c --- */
 /* Commits files still open at exit and waits for the background. */

@@ -206,6 +206,7 @@ void fs_inodes_free(struct fs *fs)
                     inode->waiters = w->next;
                     free(w);
                 }
+                fs_dircache_forget(fs, inode);
                 free(inode);
                 inode = next;
             }
@@ -245,6 +246,7 @@ static void maybe_free(struct fs *fs, struct fs_inode *inode)
             }
         }
         table_remove(fs, in);
+        fs_dircache_forget(fs, in);
         free(in);
     }
 }
@@ -407,6 +409,8 @@ bool fs_inode_set_attr(struct fs *fs, struct fs_inode *inode, const struct nc_at
     inode->attr_expires = fs_now() + fs->config.attr_timeout;
     if (inode->writes_in_flight == 0)
         inode->write_end = 0; /* the server has seen every write */
+    if (inode->dircache)
+        fs_dircache_attr_seen(fs, inode, attr);
     return true;
 }
 

@@ -63,6 +63,7 @@ struct open_ctx {
     void *prefetch;
     uint32_t prefetch_len;
     bool prefetch_eof;
+    struct nc_dir_change dir_change; /* creates: of the OPEN that made the file */
 };
 
 static void open_finish(struct open_ctx *ctx)
@@ -77,6 +78,7 @@ static void open_finish(struct open_ctx *ctx)
         reply.data = ctx->prefetch;
         reply.count = ctx->prefetch_len;
         reply.eof = ctx->prefetch_eof;
+        reply.dir_change = ctx->dir_change;
     }
     ctx->cb(ctx->arg, &reply);
     free(ctx->prefetch);
@@ -383,6 +385,12 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     }
     OPEN4resok *ok = &r->nfs_resop4_u.opopen.OPEN4res_u.resok4;
     ctx->stateid = ok->stateid;
+    if (ctx->flags & NC_OPEN_CREATE) {
+        ctx->dir_change.valid = true;
+        ctx->dir_change.atomic = ok->cinfo.atomic != 0;
+        ctx->dir_change.before = ok->cinfo.before;
+        ctx->dir_change.after = ok->cinfo.after;
+    }
     bool need_confirm = (ok->rflags & OPEN4_RESULT_CONFIRM) != 0;
     if (nc_res_find_fh(res, &ctx->fh) != 0) {
         /* Opened, but without a handle we cannot use it; the lease reclaims it. */

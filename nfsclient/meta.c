@@ -106,6 +106,41 @@ static int main_status(COMPOUND4res *res, int main_index)
     return res->status;
 }
 
+static void dir_change_from(struct nc_dir_change *out, const change_info4 *ci)
+{
+    out->valid = true;
+    out->atomic = ci->atomic != 0;
+    out->before = ci->before;
+    out->after = ci->after;
+}
+
+/* The change_info of the operation at index, which succeeded. */
+static void take_dir_change(COMPOUND4res *res, int index, struct nc_reply *reply)
+{
+    if (index < 0 || (unsigned)index >= res->resarray.resarray_len)
+        return;
+    nfs_resop4 *r = &res->resarray.resarray_val[index];
+    switch (r->resop) {
+    case OP_CREATE:
+        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opcreate.CREATE4res_u.resok4.cinfo);
+        break;
+    case OP_REMOVE:
+        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opremove.REMOVE4res_u.resok4.cinfo);
+        break;
+    case OP_LINK:
+        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.oplink.LINK4res_u.resok4.cinfo);
+        break;
+    case OP_RENAME:
+        dir_change_from(&reply->from_dir_change,
+                        &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.source_cinfo);
+        dir_change_from(&reply->dir_change,
+                        &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.target_cinfo);
+        break;
+    default:
+        break;
+    }
+}
+
 static const char *resent_name(enum resent_kind kind)
 {
     switch (kind) {
@@ -233,6 +268,7 @@ static void meta_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     nc_res_find_fh(res, &reply.fh);
     reply.has_attr = getattr_at(res, m->attr_index, &reply.attr) == 0;
     reply.has_dir_attr = getattr_at(res, m->dirattr_index, &reply.dir_attr) == 0;
+    take_dir_change(res, m->main_index, &reply);
 out:
     m->cb(m->arg, &reply);
     meta_ctx_free(m);

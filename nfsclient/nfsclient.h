@@ -134,6 +134,19 @@ enum {
  * operation (see each function). All pointers, and the struct itself, are
  * valid only while the callback runs.
  */
+/*
+ * How a change of ours moved a directory's change attribute, as the server
+ * reported it (change_info4): when `before` is the value we last knew, the
+ * directory changed by nothing but this. `atomic` false means the server
+ * read the two values around the change, not with it.
+ */
+struct nc_dir_change {
+    bool valid;
+    bool atomic;
+    uint64_t before;
+    uint64_t after;
+};
+
 struct nc_reply {
     int err; /* 0 or a negative errno; when non-zero only .lock_conflict may be set */
     struct nc_fh fh;
@@ -141,6 +154,11 @@ struct nc_reply {
     struct nc_attr attr; /* of the object operated on, after the operation */
     bool has_dir_attr;
     struct nc_attr dir_attr; /* of the parent directory, after the operation */
+    /* create (OPEN, CREATE), remove, link, rename: the (new) parent
+     * directory's change; rename also the old parent's. Not set when a
+     * request resent after a reconnect was found to have been done. */
+    struct nc_dir_change dir_change;
+    struct nc_dir_change from_dir_change;
     /* read */
     const void *data;
     uint32_t count;

@@ -690,8 +690,8 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
     call_unlink(rpc, call);
     if (!err && call->retry_delay && len >= body + 4) {
         uint32_t status = get_be32(rec + body);
-        bool stale = status == NFS4ERR_STALE || status == NFS4ERR_BADHANDLE ||
-                     status == NFS4ERR_FHEXPIRED;
+        bool stale =
+            status == NFS4ERR_STALE || status == NFS4ERR_BADHANDLE || status == NFS4ERR_FHEXPIRED;
         bool retry = status == NFS4ERR_DELAY || status == NFS4ERR_GRACE;
         if (stale && call->resent && call->stale_resends < STALE_RESENDS_MAX) {
             /* A failing PUTFH has done nothing, so the same request is safe
@@ -737,8 +737,10 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
         }
         if (call->resent) {
             /* Failures of resent requests are rare and are what a later
-             * wrong answer to the application would be traced back to. */
-            enum elog_level level = res.status == NFS4_OK ? ELOG_DEBUG : ELOG_INFO;
+             * wrong answer to the application would be traced back to;
+             * those that only start state recovery are routine. */
+            bool routine = res.status == NFS4_OK || nc_status_lost_stateid((int)res.status);
+            enum elog_level level = routine ? ELOG_DEBUG : ELOG_INFO;
             const char *name = res.status == NFS4_OK ? "OK" : nc_status_name(res.status);
             elog(level, NC_COMPONENT, "%.*s resent after a reconnect: %s",
                  (int)res.tag.utf8string_len, res.tag.utf8string_val ? res.tag.utf8string_val : "",

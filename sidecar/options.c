@@ -59,6 +59,7 @@ enum key {
     K_SOFT,
     K_HARD,
     K_RETRANS,
+    K_DIRCACHE,
 };
 
 enum kind {
@@ -246,6 +247,11 @@ static const struct optdef optdefs[] = {
      .min = 1,
      .max = 1000,
      .help = "with soft: timeouts before a request fails"},
+    {.name = "dircache",
+     .key = K_DIRCACHE,
+     .kind = KIND_FLAG,
+     .env = true,
+     .help = "no LOOKUP for absent names in dirs this mount made (see README)"},
     {.name = "ro", .key = K_RO, .kind = KIND_FLAG, .env = true, .help = "mount read-only"},
     {.name = "rw", .key = K_RW, .kind = KIND_FLAG, .help = "mount read-write (default)"},
 };
@@ -502,6 +508,9 @@ static void set_flag(struct parse_ctx *ctx, enum key key, bool on)
         break;
     case K_HARD:
         o->nc.soft = !on;
+        break;
+    case K_DIRCACHE:
+        o->fs.dircache = on;
         break;
     default:
         break;

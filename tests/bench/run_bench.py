@@ -216,16 +216,16 @@ class Bench:
             subprocess.run([str(GANESHA_SH), "stop", str(self.server_dir)], timeout=60)
             self.port = None
 
-    def mount(self, kind, mnt, port=None, files=1, file_size=0):
-        """Starts efsfuse or null_fs in the foreground on mnt and waits until the
-        mount is live. Returns (Popen, seconds from start to live mount)."""
+    def mount(self, kind, mnt, port=None, files=1, file_size=0, opts=()):
+        """Starts efsfuse (with -o opts) or null_fs in the foreground on mnt and
+        waits until the mount is live. Returns (Popen, seconds from start to live mount)."""
         mnt = Path(mnt)
         mnt.mkdir(parents=True, exist_ok=True)
         if mount_fstype(mnt):
             raise RuntimeError(f"{mnt} is already a mount")
         if kind == "efsfuse":
             argv = [str(EFSFUSE), "127.0.0.1:/", str(mnt), "-f",
-                    "-o", f"port={port or self.port}"]
+                    "-o", ",".join([f"port={port or self.port}", *opts])]
         else:
             argv = [str(NULL_FS), str(mnt), "--files", str(files), "--file-size", str(file_size)]
         logf = open(self.work / f"{kind}.log", "a")
@@ -607,6 +607,15 @@ class Bench:
             unmount_timed()
         if state.get("hwm"):
             self.add("efsfuse", "rss_peak_mib", state["hwm"] / 1024)
+        # Not a target (the targets are for the defaults): what -o dircache,
+        # which saves the LOOKUP before each create, does to the create rate.
+        log("efsfuse -o dircache: create, stat, unlink with 1 thread")
+        p, _ = self.mount("efsfuse", mnt, opts=["dircache"])
+        try:
+            rates = self.meta(mnt / "meta-dircache", 1)
+            self.add("efsfuse_dircache", "create_per_s_t1", rates["create"])
+        finally:
+            self.unmount(mnt, p)
 
     def phase_null(self, run_no):
         if not self.available(NULL_FS, "null_fs"):
@@ -808,6 +817,9 @@ class Bench:
             ("small files: efsfuse ÷ NFS ceiling with OPEN+READ in one compound, qd8",
              F("efsfuse", "small_reads_per_s_p8"),
              F("nfs_ceiling", "open_read_close_compound_per_s_qd8")),
+            ("create 1 thread with -o dircache (no LOOKUP before a create) ÷ ceiling",
+             F("efsfuse_dircache", "create_per_s_t1"),
+             self.ceiling("create_per_s_qd1", "create_per_s_t1")),
             ("tar -x: efsfuse ÷ FUSE ceiling (null_fs) (time)",
              F("efsfuse", "tar_extract_s"), F("null_fs", "tar_extract_s")),
             # tar creates its entries one after another: at the NFS ceiling's

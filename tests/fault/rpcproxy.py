@@ -1,0 +1,182 @@
+"""An RPC-aware proxy for tests that must see, count or tamper with the
+COMPOUNDs between efsfuse and the server.
+
+It reads ONC RPC records (record marking, the COMPOUND tag after the call
+header); efsfuse tags every COMPOUND with the operation it performs
+("lookup", "open", "remove", ...), which is what the proxy goes by.
+"""
+import collections
+import socket
+import struct
+import threading
+
+TIMEOUT = 10
+
+
+def rpc_records(buf):
+    """Splits complete RPC records (with their markers) off buf: (records, rest)."""
+    out = []
+    while True:
+        off, complete = 0, False
+        while len(buf) - off >= 4:
+            marker = struct.unpack_from(">I", buf, off)[0]
+            n = marker & 0x7FFFFFFF
+            if len(buf) - off - 4 < n:
+                break
+            off += 4 + n
+            if marker & 0x80000000:
+                complete = True
+                break
+        if not complete:
+            return out, buf
+        out.append(bytes(buf[:off]))
+        buf = buf[off:]
+
+
+def rpc_payload(record):
+    """The record's data without its fragment markers."""
+    out, off = b"", 0
+    while off < len(record):
+        n = struct.unpack_from(">I", record, off)[0] & 0x7FFFFFFF
+        out += record[off + 4:off + 4 + n]
+        off += 4 + n
+    return out
+
+
+def call_tag(data):
+    """(xid, COMPOUND tag or None) of an RPC call."""
+    xid, mtype = struct.unpack_from(">II", data, 0)
+    if mtype != 0 or len(data) < 24:
+        return xid, None
+    proc = struct.unpack_from(">I", data, 20)[0]
+    if proc != 1:
+        return xid, None
+    off = 24
+    for _ in range(2):  # credential, verifier
+        off += 4
+        n = struct.unpack_from(">I", data, off)[0]
+        off += 4 + ((n + 3) & ~3)
+    n = struct.unpack_from(">I", data, off)[0]
+    return xid, data[off + 4:off + 4 + n].decode(errors="replace")
+
+
+def reply_status(data):
+    """The COMPOUND status of an accepted RPC reply, else None."""
+    if len(data) < 24 or struct.unpack_from(">II", data, 4) != (1, 0):
+        return None
+    off = 16
+    n = struct.unpack_from(">I", data, off)[0]
+    off += 4 + ((n + 3) & ~3)
+    if len(data) < off + 8 or struct.unpack_from(">I", data, off)[0] != 0:
+        return None
+    return struct.unpack_from(">I", data, off + 4)[0]
+
+
+class ReplyDropper:
+    """127.0.0.1:port -> upstream; arm(tag) makes it swallow the next reply to a
+    COMPOUND tagged tag and reset the connection (both sides)."""
+
+    def __init__(self, upstream_port):
+        self.upstream = ("127.0.0.1", upstream_port)
+        self.lock = threading.Lock()
+        self.tags = {}  # xid -> tag
+        self.calls = collections.Counter()  # COMPOUNDs sent by efsfuse, by tag
+        self.replies = collections.Counter()  # the server's answers, by (tag, status)
+        self.armed = None
+        self.fired = threading.Event()
+        self.listener = socket.socket()
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(16)
+        self.port = self.listener.getsockname()[1]
+        self.conns = []
+        self.stopped = False
+        threading.Thread(target=self._accept, daemon=True).start()
+
+    def arm(self, tag):
+        with self.lock:
+            self.armed = tag
+            self.fired.clear()
+
+    def _accept(self):
+        while True:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            try:
+                server = socket.create_connection(self.upstream, timeout=TIMEOUT)
+                server.settimeout(None)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.conns += [client, server]
+            pair = (client, server)
+            threading.Thread(target=self._up, args=pair, daemon=True).start()
+            threading.Thread(target=self._down, args=pair, daemon=True).start()
+
+    @staticmethod
+    def _reset(pair):
+        for s in pair:
+            try:
+                s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+                # Wakes the other thread's recv(): the socket is released,
+                # and the RST sent, only when nobody uses it any more.
+                s.shutdown(socket.SHUT_RD)
+            except OSError:
+                pass
+            s.close()
+
+    def _up(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = client.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = rpc_records(buf)
+                for r in recs:
+                    xid, tag = call_tag(rpc_payload(r))
+                    if tag is not None:
+                        with self.lock:
+                            self.tags[xid] = tag
+                            self.calls[tag] += 1
+                    server.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+    def _down(self, client, server):
+        buf = b""
+        try:
+            while True:
+                data = server.recv(1 << 16)
+                if not data:
+                    break
+                buf += data
+                recs, buf = rpc_records(buf)
+                for r in recs:
+                    data = rpc_payload(r)
+                    xid = struct.unpack_from(">I", data, 0)[0]
+                    with self.lock:
+                        tag = self.tags.pop(xid, None)
+                        if tag is not None:
+                            self.replies[(tag, reply_status(data))] += 1
+                        drop = tag is not None and tag == self.armed
+                        if drop:
+                            self.armed = None
+                    if drop:
+                        self._reset((client, server))
+                        self.fired.set()
+                        return
+                    client.sendall(r)
+        except OSError:
+            pass
+        self._reset((client, server))
+
+    def close(self):
+        self.listener.close()
+        with self.lock:
+            conns = list(self.conns)
+        self._reset(conns)
