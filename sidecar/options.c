@@ -251,7 +251,7 @@ static const struct optdef optdefs[] = {
      .key = K_DIRCACHE,
      .kind = KIND_FLAG,
      .env = true,
-     .help = "no LOOKUP for absent names in dirs this mount made (see README)"},
+     .help = "no LOOKUP of absent names in dirs made here (README)"},
     {.name = "ro", .key = K_RO, .kind = KIND_FLAG, .env = true, .help = "mount read-only"},
     {.name = "rw", .key = K_RW, .kind = KIND_FLAG, .help = "mount read-write (default)"},
 };

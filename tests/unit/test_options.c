@@ -134,6 +134,7 @@ static void test_defaults(void **state)
     assert_int_equal(o->fs.max_uncommitted, 32 * MIB);
     assert_int_equal(o->fs.readahead_kb, 1024);
     assert_false(o->fs.readonly);
+    assert_false(o->fs.dircache); /* it gives up close-to-open for others' names */
     assert_int_equal(o->fs.uid_override, -1);
     assert_int_equal(o->fs.gid_override, -1);
 
@@ -160,7 +161,7 @@ static void test_every_option(void **state)
         "server:/a/b", "port=2050,attr_timeout=0.5,entry_timeout=2,negative_timeout=0,"
                        "max_read=65536,max_write=131072,max_inflight=8,readahead_kb=0,uid=1000,"
                        "max_uncommitted_mb=8,gid=100,timeo=30,connect_timeout=2.5,log_level=warn,log_format=json,"
-                       "client_name=pod-a,ro");
+                       "client_name=pod-a,ro,dircache");
 
     assert_int_equal(o->nc.port, 2050);
     assert_true(o->fs.attr_timeout == 0.5);
@@ -180,6 +181,7 @@ static void test_every_option(void **state)
     assert_int_equal(o->log_format, ELOG_JSON);
     assert_string_equal(o->nc.client_name, "pod-a");
     assert_true(o->fs.readonly);
+    assert_true(o->fs.dircache);
     assert_string_equal(o->nc.path, "/a/b");
     /* Read-only in the kernel too. */
     assert_string_equal(fuse_list(o), "fsname=server:/a/b,subtype=efsfuse,ro");
@@ -568,6 +570,7 @@ static void test_help_text(void **state)
         "debug ",
         "ro ",
         "rw ",
+        "dircache ",
         "allow_other",
         "_netdev",
         "EFSFUSE_OPTIONS",
@@ -623,6 +626,7 @@ static void test_environment(void **state)
         "EFSFUSE_LOG_FORMAT=json",
         "EFSFUSE_CLIENT_NAME=pod-b",
         "EFSFUSE_RO=1",
+        "EFSFUSE_DIRCACHE=1",
         "EFSFUSE_FOREGROUND=yes",
         "EFSFUSE_OPTIONS=allow_other,_netdev",
         "EFSFUSE_BIN=/somewhere/else", /* not ours: ignored */
@@ -654,6 +658,7 @@ static void test_environment(void **state)
     assert_int_equal(o->log_format, ELOG_JSON);
     assert_string_equal(o->nc.client_name, "pod-b");
     assert_true(o->fs.readonly);
+    assert_true(o->fs.dircache);
     assert_true(o->foreground);
     assert_false(o->debug);
     assert_string_equal(fuse_list(o), "fsname=nfs://srv:2051/data,subtype=efsfuse,ro,allow_other");
