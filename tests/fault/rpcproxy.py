@@ -72,6 +72,17 @@ def reply_status(data):
     return struct.unpack_from(">I", data, off + 4)[0]
 
 
+def compound_reply(xid, tag, status, ops):
+    """A record with an accepted RPC reply carrying COMPOUND4res(status, tag,
+    ops): ops is a list of (op, status) results with no further body (only a
+    failed op, or one whose result is its status alone, may be given)."""
+    tagb = tag.encode()
+    body = struct.pack(">IIIIII", xid, 1, 0, 0, 0, 0)
+    body += struct.pack(">II", status, len(tagb)) + tagb + b"\0" * (-len(tagb) % 4)
+    body += struct.pack(">I", len(ops)) + b"".join(struct.pack(">II", o, st) for o, st in ops)
+    return struct.pack(">I", 0x80000000 | len(body)) + body
+
+
 class ReplyDropper:
     """127.0.0.1:port -> upstream; arm(tag) makes it swallow the next reply to a
     COMPOUND tagged tag and reset the connection (both sides)."""
@@ -79,6 +90,7 @@ class ReplyDropper:
     def __init__(self, upstream_port):
         self.upstream = ("127.0.0.1", upstream_port)
         self.lock = threading.Lock()
+        self.send_lock = threading.Lock()  # replies to efsfuse come from two threads
         self.tags = {}  # xid -> tag
         self.calls = collections.Counter()  # COMPOUNDs sent by efsfuse, by tag
         self.replies = collections.Counter()  # the server's answers, by (tag, status)
@@ -89,7 +101,6 @@ class ReplyDropper:
         self.listener.listen(16)
         self.port = self.listener.getsockname()[1]
         self.conns = []
-        self.stopped = False
         threading.Thread(target=self._accept, daemon=True).start()
 
     def arm(self, tag):
@@ -127,53 +138,69 @@ class ReplyDropper:
                 pass
             s.close()
 
-    def _up(self, client, server):
+    def answer_locally(self, call, xid, tag):
+        """A reply (record bytes) the proxy gives itself instead of forwarding
+        the call, or None to forward it. Subclasses play a server this way."""
+        return None
+
+    def _pump(self, src, dst, on_record):
+        """Forwards src's RPC records through on_record(record) until either
+        side closes or on_record returns False; then resets both."""
         buf = b""
         try:
             while True:
-                data = client.recv(1 << 16)
+                data = src.recv(1 << 16)
                 if not data:
                     break
                 buf += data
                 recs, buf = rpc_records(buf)
                 for r in recs:
-                    xid, tag = call_tag(rpc_payload(r))
-                    if tag is not None:
-                        with self.lock:
-                            self.tags[xid] = tag
-                            self.calls[tag] += 1
-                    server.sendall(r)
+                    if not on_record(r):
+                        return
         except OSError:
             pass
-        self._reset((client, server))
+        self._reset((src, dst))
+
+    def _up(self, client, server):
+        def on_call(r):
+            call = rpc_payload(r)
+            xid, tag = call_tag(call)
+            if tag is not None:
+                with self.lock:
+                    self.calls[tag] += 1
+            reply = self.answer_locally(call, xid, tag) if tag is not None else None
+            if reply is not None:
+                with self.send_lock:
+                    client.sendall(reply)
+                return True
+            if tag is not None:
+                with self.lock:
+                    self.tags[xid] = tag
+            server.sendall(r)
+            return True
+
+        self._pump(client, server, on_call)
 
     def _down(self, client, server):
-        buf = b""
-        try:
-            while True:
-                data = server.recv(1 << 16)
-                if not data:
-                    break
-                buf += data
-                recs, buf = rpc_records(buf)
-                for r in recs:
-                    data = rpc_payload(r)
-                    xid = struct.unpack_from(">I", data, 0)[0]
-                    with self.lock:
-                        tag = self.tags.pop(xid, None)
-                        if tag is not None:
-                            self.replies[(tag, reply_status(data))] += 1
-                        drop = tag is not None and tag == self.armed
-                        if drop:
-                            self.armed = None
-                    if drop:
-                        self._reset((client, server))
-                        self.fired.set()
-                        return
-                    client.sendall(r)
-        except OSError:
-            pass
-        self._reset((client, server))
+        def on_reply(r):
+            data = rpc_payload(r)
+            xid = struct.unpack_from(">I", data, 0)[0]
+            with self.lock:
+                tag = self.tags.pop(xid, None)
+                if tag is not None:
+                    self.replies[(tag, reply_status(data))] += 1
+                drop = tag is not None and tag == self.armed
+                if drop:
+                    self.armed = None
+            if drop:
+                self._reset((client, server))
+                self.fired.set()
+                return False
+            with self.send_lock:
+                client.sendall(r)
+            return True
+
+        self._pump(server, client, on_reply)
 
     def close(self):
         self.listener.close()

@@ -16,13 +16,12 @@ Every application call must succeed and the tree must be as asked.
 import fcntl
 import os
 import struct
-import threading
 import time
 
 import pytest
 
 from faultlib import log_events
-from rpcproxy import TIMEOUT, ReplyDropper, call_tag, rpc_payload, rpc_records
+from rpcproxy import TIMEOUT, ReplyDropper, compound_reply
 
 
 @pytest.fixture
@@ -192,56 +191,17 @@ class ExclusiveRefuser(ReplyDropper):
     def __init__(self, upstream_port):
         super().__init__(upstream_port)
         self.createmodes = []
-        self.send_lock = threading.Lock()
 
-    def _up(self, client, server):
-        buf = b""
-        try:
-            while True:
-                data = client.recv(1 << 16)
-                if not data:
-                    break
-                buf += data
-                recs, buf = rpc_records(buf)
-                for r in recs:
-                    call = rpc_payload(r)
-                    xid, tag = call_tag(call)
-                    mode = _open_createmode(call) if tag is not None else None
-                    if mode is not None:
-                        with self.lock:
-                            self.createmodes.append(mode)
-                    if mode == EXCLUSIVE4:
-                        tagb = tag.encode()
-                        body = struct.pack(">IIIIII", xid, 1, 0, 0, 0, 0)
-                        body += struct.pack(">II", NFS4ERR_NOTSUPP, len(tagb))
-                        body += tagb + b"\0" * (-len(tagb) % 4)
-                        body += struct.pack(">IIIII", 2, OP_PUTFH, 0, OP_OPEN, NFS4ERR_NOTSUPP)
-                        with self.send_lock:
-                            client.sendall(struct.pack(">I", 0x80000000 | len(body)) + body)
-                        continue
-                    if tag is not None:
-                        with self.lock:
-                            self.tags[xid] = tag
-                    server.sendall(r)
-        except OSError:
-            pass
-        self._reset((client, server))
-
-    def _down(self, client, server):
-        buf = b""
-        try:
-            while True:
-                data = server.recv(1 << 16)
-                if not data:
-                    break
-                buf += data
-                recs, buf = rpc_records(buf)
-                for r in recs:
-                    with self.send_lock:
-                        client.sendall(r)
-        except OSError:
-            pass
-        self._reset((client, server))
+    def answer_locally(self, call, xid, tag):
+        mode = _open_createmode(call)
+        if mode is None:
+            return None
+        with self.lock:
+            self.createmodes.append(mode)
+        if mode != EXCLUSIVE4:
+            return None
+        return compound_reply(xid, tag, NFS4ERR_NOTSUPP,
+                              [(OP_PUTFH, 0), (OP_OPEN, NFS4ERR_NOTSUPP)])
 
 
 @pytest.mark.needs_efsfuse
@@ -283,16 +243,6 @@ def test_exclusive_create_falls_back_to_guarded(efsfuse_bin, nfs_server, mount_e
 NFS4ERR_STALE = 70
 
 
-def _compound_reply(xid, tag, status, ops):
-    """An accepted RPC reply carrying COMPOUND4res(status, tag, ops): ops is a
-    list of (op, status) results with no further body (failed ops have none)."""
-    tagb = tag.encode()
-    body = struct.pack(">IIIIII", xid, 1, 0, 0, 0, 0)
-    body += struct.pack(">II", status, len(tagb)) + tagb + b"\0" * (-len(tagb) % 4)
-    body += struct.pack(">I", len(ops)) + b"".join(struct.pack(">II", o, s) for o, s in ops)
-    return struct.pack(">I", 0x80000000 | len(body)) + body
-
-
 class StaleAfterReset(ReplyDropper):
     """What a server that has just restarted was seen to do: refuse for a
     moment a handle it takes again right after. Once the armed reply has been
@@ -305,68 +255,19 @@ class StaleAfterReset(ReplyDropper):
         self.stale_left = 0
         self.stale_tag = None
         self.stale_answered = 0
-        self.send_lock = threading.Lock()
 
     def arm_stale(self, tag, count):
         with self.lock:
             self.stale_tag, self.stale_left, self.stale_answered = tag, count, 0
         self.arm(tag)
 
-    def _up(self, client, server):
-        buf = b""
-        try:
-            while True:
-                data = client.recv(1 << 16)
-                if not data:
-                    break
-                buf += data
-                recs, buf = rpc_records(buf)
-                for r in recs:
-                    xid, tag = call_tag(rpc_payload(r))
-                    with self.lock:
-                        stale = (tag is not None and tag == self.stale_tag and
-                                 self.fired.is_set() and self.stale_left > 0)
-                        if stale:
-                            self.stale_left -= 1
-                            self.stale_answered += 1
-                        elif tag is not None:
-                            self.tags[xid] = tag
-                    if stale:
-                        reply = _compound_reply(xid, tag, NFS4ERR_STALE,
-                                                [(OP_PUTFH, NFS4ERR_STALE)])
-                        with self.send_lock:
-                            client.sendall(reply)
-                        continue
-                    server.sendall(r)
-        except OSError:
-            pass
-        self._reset((client, server))
-
-    def _down(self, client, server):
-        buf = b""
-        try:
-            while True:
-                data = server.recv(1 << 16)
-                if not data:
-                    break
-                buf += data
-                recs, buf = rpc_records(buf)
-                for r in recs:
-                    xid = struct.unpack_from(">I", rpc_payload(r), 0)[0]
-                    with self.lock:
-                        tag = self.tags.pop(xid, None)
-                        drop = tag is not None and tag == self.armed
-                        if drop:
-                            self.armed = None
-                    if drop:
-                        self.fired.set()
-                        self._reset((client, server))
-                        return
-                    with self.send_lock:
-                        client.sendall(r)
-        except OSError:
-            pass
-        self._reset((client, server))
+    def answer_locally(self, call, xid, tag):
+        with self.lock:
+            if tag != self.stale_tag or not self.fired.is_set() or self.stale_left == 0:
+                return None
+            self.stale_left -= 1
+            self.stale_answered += 1
+        return compound_reply(xid, tag, NFS4ERR_STALE, [(OP_PUTFH, NFS4ERR_STALE)])
 
 
 @pytest.fixture
