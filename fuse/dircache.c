@@ -201,8 +201,10 @@ void fs_dircache_change_done(struct fs *fs, struct fs_inode *dir, const char *ad
         return;
     if (dc->changes_in_flight)
         dc->changes_in_flight--;
-    if (!change || !change->valid) {
-        drop(fs, dir, "a change without change_info");
+    if (!change->valid) {
+        /* Failed (perhaps half done, or EEXIST for a name we did not
+         * know), or a resent request found done: either way unconfirmed. */
+        drop(fs, dir, "a change failed or came without change_info");
         return;
     }
     if (removed)
@@ -215,13 +217,6 @@ void fs_dircache_change_done(struct fs *fs, struct fs_inode *dir, const char *ad
     if (dc->changes_in_flight == 0 && dc->npending) {
         /* Nothing of ours left to fill the gap: someone else changed it. */
         drop(fs, dir, "changed by another client");
-    }
-}
-
-void fs_dircache_change_failed(struct fs *fs, struct fs_inode *dir)
-{
-    if (dir->dircache) {
-        drop(fs, dir, "a change failed");
     }
 }
 

@@ -84,8 +84,9 @@ static void note_dir_attr(struct entry_ctx *ctx, const struct nc_reply *r)
         fs_inode_attr_stale(ctx->fs, ctx->dir);
 }
 
-/* Answers with the entry of reply's object (fh + attr), remembering its name. */
-static void reply_entry(struct entry_ctx *ctx, const struct nc_reply *r)
+/* Answers with the entry of reply's object (fh + attr), remembering its
+ * name. made_dir: the reply is to our mkdir, so the directory is empty. */
+static void reply_entry(struct entry_ctx *ctx, const struct nc_reply *r, bool made_dir)
 {
     struct fs *fs = ctx->fs;
     struct fs_inode *inode = fs_inode_find_or_add(fs, &r->fh);
@@ -102,6 +103,8 @@ static void reply_entry(struct entry_ctx *ctx, const struct nc_reply *r)
         return;
     }
     fs_inode_add_name(fs, inode, ctx->dir, ctx->name);
+    if (made_dir && S_ISDIR(inode->attr.mode))
+        fs_dircache_made(fs, inode, &inode->attr);
     fs_reply_entry(&ctx->req, inode);
 }
 
@@ -117,7 +120,7 @@ static void lookup_done(void *arg, const struct nc_reply *r)
     else if (r->err)
         fs_reply_err(&ctx->req, r->err);
     else
-        reply_entry(ctx, r);
+        reply_entry(ctx, r, false);
     entry_ctx_free(ctx);
 }
 
@@ -163,27 +166,12 @@ void fs_op_forget_multi(fuse_req_t req, size_t count, struct fuse_forget_data *f
 static void create_done(void *arg, const struct nc_reply *r)
 {
     struct entry_ctx *ctx = arg;
-    struct fs *fs = ctx->fs;
     note_dir_attr(ctx, r);
-    if (r->err) {
-        fs_dircache_change_failed(fs, ctx->dir);
+    fs_dircache_change_done(ctx->fs, ctx->dir, ctx->name, NULL, &r->dir_change);
+    if (r->err)
         fs_reply_err(&ctx->req, r->err);
-        entry_ctx_free(ctx);
-        return;
-    }
-    fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
-    /* A directory we have just made is empty -- unless this was a resent
-     * mkdir found done, whose reply carries no change_info. */
-    if (r->has_attr && S_ISDIR(r->attr.mode) && r->dir_change.valid) {
-        struct fs_inode *made = fs_inode_find(fs, &r->fh);
-        bool fresh = !made;
-        reply_entry(ctx, r);
-        made = fs_inode_find(fs, &r->fh);
-        if (fresh && made)
-            fs_dircache_made(fs, made, &r->attr);
-    } else {
-        reply_entry(ctx, r);
-    }
+    else /* (a resent mkdir found done carries no change_info: not known empty) */
+        reply_entry(ctx, r, r->dir_change.valid);
     entry_ctx_free(ctx);
 }
 
@@ -244,10 +232,7 @@ static void remove_done(void *arg, const struct nc_reply *r)
     struct entry_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
     note_dir_attr(ctx, r);
-    if (r->err)
-        fs_dircache_change_failed(fs, ctx->dir);
-    else
-        fs_dircache_change_done(fs, ctx->dir, NULL, ctx->name, &r->dir_change);
+    fs_dircache_change_done(fs, ctx->dir, NULL, ctx->name, &r->dir_change);
     if (!r->err || r->err == -ENOENT) {
         /* Its link count (and ctime) changed; its other names still work. */
         struct fs_inode *gone = fs_name_lookup(fs, ctx->dir, ctx->name);
@@ -291,11 +276,7 @@ static void rename_done(void *arg, const struct nc_reply *r)
     struct entry_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
     struct fs_inode *newdir = ctx->other;
-    if (r->err) {
-        fs_dircache_change_failed(fs, ctx->dir);
-        if (newdir != ctx->dir)
-            fs_dircache_change_failed(fs, newdir);
-    } else if (newdir == ctx->dir) {
+    if (newdir == ctx->dir) {
         fs_dircache_change_done(fs, newdir, ctx->newname, ctx->name, &r->dir_change);
     } else {
         fs_dircache_change_done(fs, ctx->dir, NULL, ctx->name, &r->from_dir_change);
@@ -357,10 +338,7 @@ static void link_done(void *arg, const struct nc_reply *r)
     struct fs *fs = ctx->fs;
     struct fs_inode *inode = ctx->other;
     note_dir_attr(ctx, r);
-    if (r->err)
-        fs_dircache_change_failed(fs, ctx->dir);
-    else
-        fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
+    fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
     if (r->err) {
         fs_reply_err(&ctx->req, r->err);
         entry_ctx_free(ctx);

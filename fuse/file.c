@@ -189,12 +189,8 @@ static void open_done(void *arg, const struct nc_reply *r)
 {
     struct open_ctx *ctx = arg;
     struct fs *fs = ctx->fs;
-    if (ctx->create) {
-        if (r->err)
-            fs_dircache_change_failed(fs, ctx->dir);
-        else
-            fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
-    }
+    if (ctx->create)
+        fs_dircache_change_done(fs, ctx->dir, ctx->name, NULL, &r->dir_change);
     if (r->err) {
         int err = r->err;
         if (!ctx->create && (err == -ENOENT || err == -ESTALE)) {

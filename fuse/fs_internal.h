@@ -289,14 +289,13 @@ void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
  * Directories whose every name we know (made by us, changed by nothing
  * else since, as change_info shows), so that absent names are answered
  * without a LOOKUP. A change of ours to a directory is bracketed by
- * change_start and change_done (the names it added and removed, and the
- * server's change_info) or change_failed.
+ * change_start and change_done: the names it added and removed, and the
+ * server's change_info, which a failed change lacks (that ends tracking).
  */
 void fs_dircache_made(struct fs *fs, struct fs_inode *dir, const struct nc_attr *attr);
 void fs_dircache_change_start(struct fs_inode *dir);
 void fs_dircache_change_done(struct fs *fs, struct fs_inode *dir, const char *added,
                              const char *removed, const struct nc_dir_change *change);
-void fs_dircache_change_failed(struct fs *fs, struct fs_inode *dir);
 /* The directory's attributes as the server now has them. */
 void fs_dircache_attr_seen(struct fs *fs, struct fs_inode *dir, const struct nc_attr *attr);
 /* True when name is known to be absent from dir; *remaining: for how long

@@ -507,6 +507,14 @@ int nc_res_find_attr(COMPOUND4res *res, unsigned start, struct nc_attr *attr)
     return -1;
 }
 
+void nc_dir_change_from(struct nc_dir_change *out, const change_info4 *ci)
+{
+    out->valid = true;
+    out->atomic = ci->atomic != 0;
+    out->before = ci->before;
+    out->after = ci->after;
+}
+
 bool nc_fh_equal(const struct nc_fh *a, const struct nc_fh *b)
 {
     return a->len == b->len && memcmp(a->data, b->data, a->len) == 0;

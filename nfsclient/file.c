@@ -385,12 +385,8 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     }
     OPEN4resok *ok = &r->nfs_resop4_u.opopen.OPEN4res_u.resok4;
     ctx->stateid = ok->stateid;
-    if (ctx->flags & NC_OPEN_CREATE) {
-        ctx->dir_change.valid = true;
-        ctx->dir_change.atomic = ok->cinfo.atomic != 0;
-        ctx->dir_change.before = ok->cinfo.before;
-        ctx->dir_change.after = ok->cinfo.after;
-    }
+    if (ctx->flags & NC_OPEN_CREATE)
+        nc_dir_change_from(&ctx->dir_change, &ok->cinfo);
     bool need_confirm = (ok->rflags & OPEN4_RESULT_CONFIRM) != 0;
     if (nc_res_find_fh(res, &ctx->fh) != 0) {
         /* Opened, but without a handle we cannot use it; the lease reclaims it. */

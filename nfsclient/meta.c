@@ -106,14 +106,6 @@ static int main_status(COMPOUND4res *res, int main_index)
     return res->status;
 }
 
-static void dir_change_from(struct nc_dir_change *out, const change_info4 *ci)
-{
-    out->valid = true;
-    out->atomic = ci->atomic != 0;
-    out->before = ci->before;
-    out->after = ci->after;
-}
-
 /* The change_info of the operation at index, which succeeded. */
 static void take_dir_change(COMPOUND4res *res, int index, struct nc_reply *reply)
 {
@@ -122,19 +114,19 @@ static void take_dir_change(COMPOUND4res *res, int index, struct nc_reply *reply
     nfs_resop4 *r = &res->resarray.resarray_val[index];
     switch (r->resop) {
     case OP_CREATE:
-        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opcreate.CREATE4res_u.resok4.cinfo);
+        nc_dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opcreate.CREATE4res_u.resok4.cinfo);
         break;
     case OP_REMOVE:
-        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opremove.REMOVE4res_u.resok4.cinfo);
+        nc_dir_change_from(&reply->dir_change, &r->nfs_resop4_u.opremove.REMOVE4res_u.resok4.cinfo);
         break;
     case OP_LINK:
-        dir_change_from(&reply->dir_change, &r->nfs_resop4_u.oplink.LINK4res_u.resok4.cinfo);
+        nc_dir_change_from(&reply->dir_change, &r->nfs_resop4_u.oplink.LINK4res_u.resok4.cinfo);
         break;
     case OP_RENAME:
-        dir_change_from(&reply->from_dir_change,
-                        &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.source_cinfo);
-        dir_change_from(&reply->dir_change,
-                        &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.target_cinfo);
+        nc_dir_change_from(&reply->from_dir_change,
+                           &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.source_cinfo);
+        nc_dir_change_from(&reply->dir_change,
+                           &r->nfs_resop4_u.oprename.RENAME4res_u.resok4.target_cinfo);
         break;
     default:
         break;
@@ -193,8 +185,8 @@ static void resent_check_done(struct nc_client *c, void *arg, int err, COMPOUND4
                   "%s of '%s' resent after a reconnect had been done the first time; "
                   "answering success",
                   resent_name(m->resent), m->check_name);
-        if (m->resent == RESENT_RENAME || m->resent == RESENT_REMOVE)
-            reply = (struct nc_reply){0}; /* they answer no object */
+        if (m->resent == RESENT_RENAME)
+            reply = (struct nc_reply){0}; /* rename answers no object */
     } else {
         reply = nc_reply_err(m->first_err);
     }

@@ -146,6 +146,8 @@ void nc_fh_from_nfs(struct nc_fh *out, const nfs_fh4 *in);
 int nc_res_find_fh(COMPOUND4res *res, struct nc_fh *fh);
 /* Decodes the first (from index start) GETATTR result into attr; returns its index or -1. */
 int nc_res_find_attr(COMPOUND4res *res, unsigned start, struct nc_attr *attr);
+/* A successful operation's change_info4, as replies carry it. */
+void nc_dir_change_from(struct nc_dir_change *out, const change_info4 *ci);
 
 /* The attribute masks in use. */
 extern const uint32_t nc_attr_mask_std[2];

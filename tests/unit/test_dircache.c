@@ -156,7 +156,8 @@ static void test_a_failed_change_ends_it(void **state)
     struct fixture *f = *state;
     ours(f, "a", NULL);
     fs_dircache_change_start(&f->dir);
-    fs_dircache_change_failed(&f->fs, &f->dir); /* e.g. EEXIST: a name we did not know */
+    struct nc_dir_change failed = {0}; /* e.g. EEXIST: a name we did not know */
+    fs_dircache_change_done(&f->fs, &f->dir, "a2", NULL, &failed);
     assert_false(absent(f, "b"));
 }
 
