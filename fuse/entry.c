@@ -244,6 +244,30 @@ static void remove_done(void *arg, const struct nc_reply *r)
     entry_ctx_free(ctx);
 }
 
+/*
+ * A file closed just before it is unlinked or renamed over may still have
+ * its release's CLOSE to go (the kernel does not wait for release). Sent
+ * after the REMOVE, that CLOSE is what frees the file on the server, so
+ * space would come back some time after unlink() returned; sent first, it
+ * comes back with the REMOVE, as with a local disk or the kernel's client.
+ */
+static void when_target_closed(struct fs *fs, struct fs_inode *dir, const char *name,
+                               void (*send)(struct fs *, void *), struct entry_ctx *ctx)
+{
+    struct fs_inode *target = fs_name_lookup(fs, dir, name);
+    if (target)
+        fs_inode_when_closed(fs, target, send, ctx);
+    else
+        send(fs, ctx);
+}
+
+static void remove_send(struct fs *fs, void *arg)
+{
+    struct entry_ctx *ctx = arg;
+    fs_dircache_change_start(ctx->dir);
+    nc_remove(fs->nc, &ctx->cred, &ctx->dir->fh, ctx->name, remove_done, ctx);
+}
+
 static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name)
 {
     if (refuse_if_readonly(req) || !name_ok(req, name))
@@ -253,8 +277,7 @@ static void remove_name(fuse_req_t req, fuse_ino_t parent, const char *name)
         fuse_reply_err(req, ENOMEM);
         return;
     }
-    fs_dircache_change_start(ctx->dir);
-    nc_remove(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, remove_done, ctx);
+    when_target_closed(ctx->fs, ctx->dir, name, remove_send, ctx);
 }
 
 /* The kernel has already checked the type: unlink never gets a directory
@@ -299,6 +322,16 @@ static void rename_done(void *arg, const struct nc_reply *r)
     entry_ctx_free(ctx);
 }
 
+static void rename_send(struct fs *fs, void *arg)
+{
+    struct entry_ctx *ctx = arg;
+    fs_dircache_change_start(ctx->dir);
+    if (ctx->other != ctx->dir)
+        fs_dircache_change_start(ctx->other);
+    nc_rename(fs->nc, &ctx->cred, &ctx->dir->fh, ctx->name, &ctx->other->fh, ctx->newname,
+              rename_done, ctx);
+}
+
 void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_t newparent,
                   const char *newname, unsigned int flags)
 {
@@ -323,11 +356,7 @@ void fs_op_rename(fuse_req_t req, fuse_ino_t parent, const char *name, fuse_ino_
     }
     ctx->other = fs_inode_get(ctx->fs, newparent);
     fs_inode_ref(ctx->other);
-    fs_dircache_change_start(ctx->dir);
-    if (ctx->other != ctx->dir)
-        fs_dircache_change_start(ctx->other);
-    nc_rename(ctx->fs->nc, &ctx->cred, &ctx->dir->fh, name, &ctx->other->fh, newname, rename_done,
-              ctx);
+    when_target_closed(ctx->fs, ctx->other, newname, rename_send, ctx);
 }
 
 /* --- link --- */

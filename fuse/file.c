@@ -341,26 +341,29 @@ struct sync_ctx {
     fuse_req_t req; /* none for release, which nobody waits for */
     struct fs *fs;
     struct fs_file *file;
+    struct fs_inode *inode; /* release: held until its CLOSE is answered */
     enum sync_kind kind;
 };
 
 static void close_done(void *arg, const struct nc_reply *r)
 {
-    struct fs *fs = arg;
+    struct sync_ctx *ctx = arg;
+    struct fs *fs = ctx->fs;
     if (r->err)
         elog_debug(FS_COMPONENT, "CLOSE failed: %s", strerror(-r->err));
-    fs->background--;
+    fs_inode_close_done(fs, ctx->inode);
+    fs_inode_unref(fs, ctx->inode);
+    fs->background--; /* release's share, taken in sync_start */
+    free(ctx);
 }
 
 static void release_close(struct fs *fs, void *arg)
 {
     struct sync_ctx *ctx = arg;
     struct fs_file *file = ctx->file;
-    fs->background++;
-    nc_close(fs->nc, file->open, close_done, fs);
+    ctx->file = NULL;
+    nc_close(fs->nc, file->open, close_done, ctx);
     file_free(fs, file);
-    fs->background--; /* release's own share, taken in sync_start */
-    free(ctx);
 }
 
 /* Another file's re-send or COMMIT may still be going through this open. */
@@ -425,6 +428,9 @@ static void sync_start(struct fs *fs, fuse_req_t req, struct fs_file *file, enum
     case SYNC_RELEASE:
         fs->background++;
         file->releasing = true;
+        ctx->inode = file->inode;
+        fs_inode_ref(ctx->inode);
+        fs_inode_close_started(ctx->inode);
         sync_after_unlock(fs, ctx);
         break;
     case SYNC_FLUSH:

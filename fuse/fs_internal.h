@@ -48,6 +48,7 @@ struct fs_waiter {
     struct fs_waiter *next;
     void (*fn)(struct fs *fs, void *arg);
     void *arg;
+    unsigned closes_ahead; /* fs_inode_when_closed: CLOSEs still to come */
 };
 
 /*
@@ -106,6 +107,9 @@ struct fs_inode {
     struct fs_inode *dirty_next; /* the mount's inodes with retained writes */
     struct fs_inode *dirty_prev;
     struct fs_waiter *waiters;
+    /* Releases whose CLOSE is not answered yet, and who waits for them. */
+    unsigned closes_pending;
+    struct fs_waiter *close_waiters;
     /* Directories: every name in it, while we know them (dircache.c). */
     struct fs_dircache *dircache;
 };
@@ -283,6 +287,16 @@ void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct
                         void *arg);
 /* Runs the idle waiters if the writes are done. */
 void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode);
+/*
+ * Calls fn once every release of the inode started before this call has
+ * had its CLOSE answered (now, if none is pending). A server keeps an
+ * unlinked file's data while an open state holds it: removing a file just
+ * closed must not leave its space taken.
+ */
+void fs_inode_when_closed(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
+                          void *arg);
+void fs_inode_close_started(struct fs_inode *inode);
+void fs_inode_close_done(struct fs *fs, struct fs_inode *inode);
 
 /*
  * --- dircache.c ---

@@ -181,6 +181,15 @@ int fs_inodes_init(struct fs *fs, const struct nc_fh *root_fh, const struct nc_a
     return 0;
 }
 
+static void free_waiters(struct fs_waiter *w)
+{
+    while (w) {
+        struct fs_waiter *next = w->next;
+        free(w);
+        w = next;
+    }
+}
+
 void fs_inodes_free(struct fs *fs)
 {
     if (fs->name_buckets) {
@@ -201,11 +210,8 @@ void fs_inodes_free(struct fs *fs)
             struct fs_inode *inode = fs->buckets[i];
             while (inode) {
                 struct fs_inode *next = inode->hash_next;
-                while (inode->waiters) {
-                    struct fs_waiter *w = inode->waiters;
-                    inode->waiters = w->next;
-                    free(w);
-                }
+                free_waiters(inode->waiters);
+                free_waiters(inode->close_waiters);
                 fs_dircache_forget(fs, inode);
                 free(inode);
                 inode = next;
@@ -465,7 +471,7 @@ void fs_entry_param(struct fs *fs, struct fs_inode *inode, struct fuse_entry_par
     e->entry_timeout = fs->config.entry_timeout;
 }
 
-/* --- waiting for write-behind --- */
+/* --- waiting for write-behind and CLOSEs --- */
 
 void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
                         void *arg)
@@ -508,4 +514,55 @@ void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode)
         fs_inode_unref(fs, inode);
     }
     fs_inode_unref(fs, inode);
+}
+
+void fs_inode_when_closed(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
+                          void *arg)
+{
+    if (inode->closes_pending == 0) {
+        fn(fs, arg);
+        return;
+    }
+    struct fs_waiter *w = calloc(1, sizeof(*w));
+    if (!w) {
+        fn(fs, arg); /* the space comes back at the CLOSE instead */
+        return;
+    }
+    w->fn = fn;
+    w->arg = arg;
+    /* A count, not "until none is pending": releases started later cannot
+     * hold the caller back for ever. */
+    w->closes_ahead = inode->closes_pending;
+    fs_inode_ref(inode);
+    w->next = inode->close_waiters;
+    inode->close_waiters = w;
+}
+
+void fs_inode_close_started(struct fs_inode *inode)
+{
+    inode->closes_pending++;
+}
+
+void fs_inode_close_done(struct fs *fs, struct fs_inode *inode)
+{
+    inode->closes_pending--;
+    struct fs_waiter *ready = NULL;
+    struct fs_waiter **link = &inode->close_waiters;
+    while (*link) {
+        struct fs_waiter *w = *link;
+        if (--w->closes_ahead > 0) {
+            link = &w->next;
+            continue;
+        }
+        *link = w->next;
+        w->next = ready;
+        ready = w;
+    }
+    while (ready) {
+        struct fs_waiter *w = ready;
+        ready = w->next;
+        w->fn(fs, w->arg);
+        free(w);
+        fs_inode_unref(fs, inode);
+    }
 }

@@ -94,8 +94,10 @@ class ReplyDropper:
         self.tags = {}  # xid -> tag
         self.calls = collections.Counter()  # COMPOUNDs sent by efsfuse, by tag
         self.replies = collections.Counter()  # the server's answers, by (tag, status)
+        self.events = []  # ("call" | "reply", tag) in the order they passed
         self.armed = None
         self.fired = threading.Event()
+        self.up_lock = threading.Lock()  # delayed calls go up from timer threads
         self.listener = socket.socket()
         self.listener.bind(("127.0.0.1", 0))
         self.listener.listen(16)
@@ -143,6 +145,17 @@ class ReplyDropper:
         the call, or None to forward it. Subclasses play a server this way."""
         return None
 
+    def call_delay(self, tag):
+        """Seconds to hold a call back before forwarding it (others pass it)."""
+        return 0
+
+    def _forward_up(self, server, record):
+        try:
+            with self.up_lock:
+                server.sendall(record)
+        except OSError:
+            pass
+
     def _pump(self, src, dst, on_record):
         """Forwards src's RPC records through on_record(record) until either
         side closes or on_record returns False; then resets both."""
@@ -168,6 +181,7 @@ class ReplyDropper:
             if tag is not None:
                 with self.lock:
                     self.calls[tag] += 1
+                    self.events.append(("call", tag))
             reply = self.answer_locally(call, xid, tag) if tag is not None else None
             if reply is not None:
                 with self.send_lock:
@@ -176,7 +190,12 @@ class ReplyDropper:
             if tag is not None:
                 with self.lock:
                     self.tags[xid] = tag
-            server.sendall(r)
+            delay = self.call_delay(tag) if tag is not None else 0
+            if delay > 0:
+                threading.Timer(delay, self._forward_up, (server, r)).start()
+            else:
+                with self.up_lock:
+                    server.sendall(r)
             return True
 
         self._pump(client, server, on_call)
@@ -189,6 +208,7 @@ class ReplyDropper:
                 tag = self.tags.pop(xid, None)
                 if tag is not None:
                     self.replies[(tag, reply_status(data))] += 1
+                    self.events.append(("reply", tag))
                 drop = tag is not None and tag == self.armed
                 if drop:
                     self.armed = None

@@ -3,7 +3,6 @@ write with periodic fsync and comes back 5 s later on the same port and
 export. In hard mode (the default) the writer sees no error at all, and the
 file on the server is exactly what was written."""
 import hashlib
-import os
 import subprocess
 import sys
 
