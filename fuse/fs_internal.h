@@ -165,7 +165,8 @@ struct fs {
     struct fuse_session *se;
     char *mountpoint;
     bool mounted;
-    bool draining; /* exiting: FUSE is no longer read, work is finished */
+    bool readahead_due; /* INIT answered: the bdi setting may be raised now */
+    bool draining;      /* exiting: FUSE is no longer read, work is finished */
     struct fs_inode *root;
     struct fs_inode **buckets;
     size_t nbuckets;

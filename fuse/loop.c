@@ -40,7 +40,7 @@ void fs_config_defaults(struct fs_config *config)
     config->max_read = 1u << 20;
     config->max_write = 1u << 20;
     config->max_inflight = 64;
-    config->readahead_kb = 1024;
+    config->readahead_kb = 8192;
     config->max_uncommitted = RETAINED_LIMIT_DEFAULT;
     config->uid_override = -1;
     config->gid_override = -1;
@@ -81,6 +81,7 @@ static void op_init(void *userdata, struct fuse_conn_info *conn)
     conn->want |= want & conn->capable;
     conn->want &= ~(FUSE_CAP_WRITEBACK_CACHE | FUSE_CAP_READDIRPLUS_AUTO | FUSE_CAP_SPLICE_READ |
                     FUSE_CAP_SPLICE_WRITE | FUSE_CAP_SPLICE_MOVE | FUSE_CAP_EXPORT_SUPPORT);
+    fs->readahead_due = true;
 }
 
 static const struct fuse_lowlevel_ops ops = {
@@ -244,8 +245,12 @@ static bool mount_device(const char *mountpoint, unsigned *major_out, unsigned *
     return found;
 }
 
-/* The kernel ignores the max_readahead that init asks for beyond 128 KiB;
- * the mount's bdi setting is what raises it. */
+/*
+ * The kernel ignores the max_readahead that init asks for beyond its 128 KiB
+ * default (it keeps the lower of the two); the mount's bdi setting is what
+ * raises it -- written once the INIT answer is in, or that answer lowers it
+ * again to max_readahead.
+ */
 static void raise_readahead(struct fs *fs)
 {
     if (!fs->config.readahead_kb)
@@ -296,7 +301,6 @@ int fs_mount(struct fs *fs, struct fuse_args *args, const char *mountpoint, char
         return -ENOMEM;
     }
     fs->mounted = true;
-    raise_readahead(fs);
     return 0;
 }
 
@@ -325,6 +329,11 @@ static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
             return false;
         }
         fuse_session_process_buf(fs->se, buf);
+        if (fs->readahead_due) {
+            /* The INIT answer was written (and applied) by process_buf. */
+            fs->readahead_due = false;
+            raise_readahead(fs);
+        }
         if (fuse_session_exited(fs->se))
             return false;
     }

@@ -30,6 +30,26 @@ static double now_s(void)
     return (double)ts.tv_sec + (double)ts.tv_nsec / 1e9;
 }
 
+/* Busy CPU-seconds of the whole machine (every core; not idle, not iowait):
+ * the cost of a figure includes the server's work, which shares the cores. */
+static double machine_busy_s(void)
+{
+    FILE *f = fopen("/proc/stat", "r");
+    if (!f)
+        return 0;
+    unsigned long long user = 0, nice = 0, sys = 0, idle = 0, iowait = 0, irq = 0, softirq = 0,
+                       steal = 0;
+    int n = fscanf(f, "cpu %llu %llu %llu %llu %llu %llu %llu %llu", &user, &nice, &sys, &idle,
+                   &iowait, &irq, &softirq, &steal);
+    fclose(f);
+    if (n < 7)
+        return 0;
+    return (double)(user + nice + sys + irq + softirq + steal) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* Busy cores (machine-wide) over the last pipeline_run. */
+static double last_busy_cores;
+
 static void die(const char *what, int err)
 {
     fprintf(stderr, "nfs_ceiling: %s: %s\n", what, strerror(-err));
@@ -95,13 +115,24 @@ static void pipeline_complete(struct pipeline *p, int err)
 static double pipeline_run(struct pipeline *p, const char *what)
 {
     double t0 = now_s();
+    double busy0 = machine_busy_s();
     while (p->issued < p->total && p->issued < p->depth)
         p->issue(p, p->issued++);
     while (p->completed < p->total)
         nc_client_run_once(client, 1000);
     if (p->first_error)
         die(what, p->first_error);
-    return now_s() - t0;
+    double elapsed = now_s() - t0;
+    last_busy_cores = elapsed > 0 ? (machine_busy_s() - busy0) / elapsed : 0;
+    return elapsed;
+}
+
+/* "key": value, and "key_cpu": the busy cores while it was measured. */
+static void print_figure(const char *key, const char *fmt, double value)
+{
+    printf("  \"%s\": ", key);
+    printf(fmt, value);
+    printf(",\n  \"%s_cpu\": %.3f,\n", key, last_busy_cores);
 }
 
 static void pipeline_cb(void *arg, const struct nc_reply *r)
@@ -399,25 +430,33 @@ int main(int argc, char **argv)
 
     printf("{\n  \"size_mib\": %u,\n", size_mib);
     const unsigned depths[] = {1, 4, 16};
+    char key[64];
     for (unsigned d = 0; d < 3; d++)
         printf("  \"seq_write_mibps_qd%u\": %.1f,\n", depths[d], seq_write(size_mib, depths[d]));
-    for (unsigned d = 0; d < 3; d++)
-        printf("  \"seq_read_mibps_qd%u\": %.1f,\n", depths[d], seq_read(size_mib, depths[d]));
-    printf("  \"rand_read_4k_iops_qd1\": %.0f,\n", random_read(size_mib, 1, 5000));
-    printf("  \"rand_read_4k_iops_qd4\": %.0f,\n", random_read(size_mib, 4, 20000));
+    for (unsigned d = 0; d < 3; d++) {
+        double v = seq_read(size_mib, depths[d]);
+        snprintf(key, sizeof(key), "seq_read_mibps_qd%u", depths[d]);
+        print_figure(key, "%.1f", v);
+    }
+    print_figure("rand_read_4k_iops_qd1", "%.0f", random_read(size_mib, 1, 5000));
+    print_figure("rand_read_4k_iops_qd4", "%.0f", random_read(size_mib, 4, 20000));
     remove_name("seq");
 
     file_fhs = calloc(dir_entries, sizeof(*file_fhs));
     const unsigned meta_depths[] = {1, 8};
     for (unsigned d = 0; d < 2; d++) {
         unsigned qd = meta_depths[d];
-        printf("  \"create_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_CREATE, files, qd));
+        double v = meta_rate(META_CREATE, files, qd);
+        snprintf(key, sizeof(key), "create_per_s_qd%u", qd);
+        print_figure(key, "%.0f", v);
         printf("  \"stat_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_STAT, files, qd));
         meta_rate(META_FILL, files, 8);
-        printf("  \"open_read_close_per_s_qd%u\": %.0f,\n", qd,
-               meta_rate(META_OPEN_READ, files, qd));
-        printf("  \"open_read_close_compound_per_s_qd%u\": %.0f,\n", qd,
-               meta_rate(META_OPEN_PREFETCH, files, qd));
+        v = meta_rate(META_OPEN_READ, files, qd);
+        snprintf(key, sizeof(key), "open_read_close_per_s_qd%u", qd);
+        print_figure(key, "%.0f", v);
+        v = meta_rate(META_OPEN_PREFETCH, files, qd);
+        snprintf(key, sizeof(key), "open_read_close_compound_per_s_qd%u", qd);
+        print_figure(key, "%.0f", v);
         printf("  \"unlink_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_UNLINK, files, qd));
     }
     /* A directory of dir_entries files for the listing figure. */

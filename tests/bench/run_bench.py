@@ -88,6 +88,16 @@ def drop_caches():
         log(f"cannot drop caches: {e}")
 
 
+def machine_busy_s():
+    """Busy CPU-seconds of the whole machine so far (every core; not idle or
+    iowait), read as nfs_ceiling reads it: a figure's cost includes the
+    server's and the kernel's work, which share the cores."""
+    with open("/proc/stat") as f:
+        user, nice, system, _idle, _iowait, irq, softirq, steal = \
+            (int(x) for x in f.readline().split()[1:9])
+    return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status_kib(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -500,8 +510,15 @@ class Bench:
             if r.returncode:
                 self.note(f"nfs_ceiling exited {r.returncode}: {r.stderr.strip()[-200:]}")
             try:
-                for k, v in json.loads(r.stdout).items():
-                    self.add("nfs_ceiling", k, v)
+                js = json.loads(r.stdout)
+                for k, v in js.items():
+                    if k.endswith("_cpu"):
+                        # busy cores while measured -> CPU microseconds per unit
+                        rate = js.get(k[:-4])
+                        if rate:
+                            self.add("nfs_ceiling", k[:-4] + "_cpu_us", v / rate * 1e6)
+                    else:
+                        self.add("nfs_ceiling", k, v)
             except ValueError:
                 self.note("nfs_ceiling printed no JSON")
             self.add("runtime", "nfs_ceiling_s", time.monotonic() - t0)
@@ -517,6 +534,18 @@ class Bench:
                 self.note(f"naive_libnfs printed no JSON (exit {r.returncode}): "
                           f"{r.stderr.strip()[-200:]}")
 
+    def costed(self, group, key, fn, units):
+        """Adds fn()'s figure, and the machine's CPU microseconds per unit of
+        work while it ran (units(figure) units done) as key_cpu_us."""
+        b0 = machine_busy_s()
+        v = fn()
+        busy = machine_busy_s() - b0
+        self.add(group, key, v)
+        n = units(v)
+        if n:
+            self.add(group, key + "_cpu_us", busy / n * 1e6)
+        return v
+
     def file_workloads(self, group, root, remount, cold, seq_read_file=None):
         """The seq/fio/meta/tar workloads in root. remount() gives a fresh (cold)
         root and returns it; cold is 'remount' or 'drop_caches'."""
@@ -531,11 +560,13 @@ class Bench:
             read_file = Path(root) / read_file.name
             seq = Path(root) / "seq"
         log(f"{group}: sequential read cold, re-read")
-        self.add(group, "seq_read_cold_mibps", self.dd_read(read_file))
+        self.costed(group, "seq_read_cold_mibps", lambda: self.dd_read(read_file),
+                    lambda _: self.size_mib)
         self.add(group, "seq_reread_mibps", self.dd_read(read_file))
         log(f"{group}: fio 4 KiB randread direct, 1 and 4 jobs")
         self.add(group, "randread_4k_iops_j1", self.fio_randread(read_file, 1))
-        self.add(group, "randread_4k_iops_j4", self.fio_randread(read_file, 4))
+        self.costed(group, "randread_4k_iops_j4", lambda: self.fio_randread(read_file, 4),
+                    lambda iops: iops * self.fio_runtime)
         if seq.exists():  # null_fs forgets it at the remount
             os.unlink(seq)
         for threads in (1, 8):
@@ -598,8 +629,9 @@ class Bench:
             self.add("efsfuse", "ls_l_second_s", t2)
             log(f"efsfuse: 8 processes open/read 4 KiB/close over {self.small_files} files")
             self.warm_server_copies(self.export / "small", self.small_names)
-            self.add("efsfuse", "small_reads_per_s_p8",
-                     self.small_reads(mnt / "small", self.small_names))
+            self.costed("efsfuse", "small_reads_per_s_p8",
+                        lambda: self.small_reads(mnt / "small", self.small_names),
+                        lambda _: len(self.small_names))
             self.add("efsfuse", "small_reads_warm_per_s_p8",
                      self.small_reads(mnt / "small", self.small_names))
         finally:
@@ -646,7 +678,9 @@ class Bench:
         p, _ = self.mount("null_fs", mnt, files=self.small_files, file_size=4096)
         try:
             log(f"null_fs: 8 processes open/read/close over {self.small_files} files")
-            self.add("null_fs", "small_reads_per_s_p8", self.small_reads(mnt, self.small_names))
+            self.costed("null_fs", "small_reads_per_s_p8",
+                        lambda: self.small_reads(mnt, self.small_names),
+                        lambda _: len(self.small_names))
             self.add("null_fs", "small_reads_warm_per_s_p8",
                      self.small_reads(mnt, self.small_names))
         finally:
@@ -799,11 +833,42 @@ class Bench:
             ("RSS peak (VmHWM)", F("efsfuse", "rss_peak_mib"), None, "MiB", "<=", 96),
         ]
 
+    def cpu_bound(self, nfs_key, null_key):
+        """The highest rate this machine's cores allow a client that does the
+        NFS ceiling's work plus the null FUSE filesystem's (the kernel's FUSE
+        work and the application's) and nothing of its own: cores ÷ the sum of
+        their CPU time per unit, both measured in this run."""
+        a = self.fig("nfs_ceiling", nfs_key + "_cpu_us")
+        b = self.fig("null_fs", null_key + "_cpu_us")
+        return os.cpu_count() / ((a + b) / 1e6) if a and b else None
+
+    def cpu_sum(self, nfs_key, null_key):
+        a = self.fig("nfs_ceiling", nfs_key + "_cpu_us")
+        b = self.fig("null_fs", null_key + "_cpu_us")
+        return a + b if a and b else None
+
     def context(self):
         """Ratios that show where a limit lies (not targets): the same workload
         on the FUSE ceiling, or the NFS ceiling against itself."""
-        F = self.fig
-        return [
+        F, C = self.fig, self.ceiling
+        # Where the cores run out: a ratio below the target's shows the target
+        # out of reach on this machine whatever efsfuse does; the second row
+        # shows how much CPU efsfuse adds to the two parts it cannot avoid.
+        cpu_rows = []
+        for label, nfs_key, null_key, efs_key in (
+                ("seq read cold", "seq_read_mibps_qd16", "seq_read_cold_mibps",
+                 "seq_read_cold_mibps"),
+                ("randread 4 jobs", "rand_read_4k_iops_qd4", "randread_4k_iops_j4",
+                 "randread_4k_iops_j4"),
+                ("small files", "open_read_close_per_s_qd8", "small_reads_per_s_p8",
+                 "small_reads_per_s_p8")):
+            cpu_rows.append((f"{label}: CPU bound (cores ÷ NFS ceiling's + null FS's CPU "
+                             f"per unit) ÷ ceiling", self.cpu_bound(nfs_key, null_key),
+                             C(nfs_key, null_key)))
+            cpu_rows.append((f"{label}: efsfuse's machine CPU per unit ÷ (NFS ceiling's + "
+                             f"null FS's)", F("efsfuse", efs_key + "_cpu_us"),
+                             self.cpu_sum(nfs_key, null_key)))
+        return cpu_rows + [
             ("re-read: efsfuse ÷ FUSE ceiling (null_fs) re-read",
              F("efsfuse", "seq_reread_mibps"), F("null_fs", "seq_reread_mibps")),
             ("re-read: FUSE ceiling (null_fs) ÷ local page cache",

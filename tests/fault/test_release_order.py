@@ -40,6 +40,17 @@ def after_close_reply(proxy, tag):
     return bool(replies) and replies[-1] < call
 
 
+def closes_answered(proxy, timeout=10):
+    """Waits until every CLOSE sent so far has its answer back."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        with proxy.lock:
+            if proxy.events.count(("reply", "close")) == proxy.calls["close"]:
+                return True
+        time.sleep(0.02)
+    return False
+
+
 @pytest.mark.needs_efsfuse
 def test_remove_and_rename_wait_for_the_close_of_a_released_file(efsfuse_bin, nfs_server,
                                                                 mount_efsfuse, delayer):
@@ -54,8 +65,11 @@ def test_remove_and_rename_wait_for_the_close_of_a_released_file(efsfuse_bin, nf
     assert after_close_reply(delayer, "remove"), delayer.events[-6:]
     assert not (nfs_server.export / d.name / "gone").exists()
 
-    (d / "replaced").write_bytes(b"old")
+    # The moved file's CLOSE is not waited for: let it pass first, so that
+    # the one pending when rename() comes is the replaced file's.
     (d / "new").write_bytes(b"new")
+    assert closes_answered(delayer), delayer.events[-6:]
+    (d / "replaced").write_bytes(b"old")
     os.rename(d / "new", d / "replaced")
     assert after_close_reply(delayer, "rename"), delayer.events[-6:]
     assert (d / "replaced").read_bytes() == b"new"

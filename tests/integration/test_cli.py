@@ -262,6 +262,26 @@ def test_json_logs(nfs_server, tmp_path):
     assert all(rec["level"] == "info" for rec in records[:-1])
 
 
+def mount_readahead_kb(mnt):
+    st = os.stat(mnt)
+    return int(Path(f"/sys/class/bdi/{os.major(st.st_dev)}:{os.minor(st.st_dev)}/read_ahead_kb")
+               .read_text())
+
+
+# Needs: readahead_kb reaches the kernel, above max_read too (the INIT answer
+# caps the bdi's readahead at max_readahead: the setting must come after it).
+@pytest.mark.parametrize("opts, want", [([], 8192), (["readahead_kb=4096"], 4096),
+                                        (["readahead_kb=0"], 128)])
+def test_readahead_reaches_the_kernel(nfs_server, tmp_path, opts, want):
+    mnt = tmp_path / "ra"
+    mnt.mkdir()
+    m = Mount(nfs_server, mnt, "/", opts, tmp_path / "log")
+    try:
+        assert mount_readahead_kb(mnt) == want
+    finally:
+        m.unmount()
+
+
 # Needs: options from the environment (EFSFUSE_*), the command line winning.
 def test_environment_options(nfs_server, tmp_path):
     mnt = tmp_path / "e"

@@ -132,7 +132,7 @@ static void test_defaults(void **state)
     assert_int_equal(o->fs.max_write, MIB);
     assert_int_equal(o->fs.max_inflight, 64);
     assert_int_equal(o->fs.max_uncommitted, 32 * MIB);
-    assert_int_equal(o->fs.readahead_kb, 1024);
+    assert_int_equal(o->fs.readahead_kb, 8192);
     assert_false(o->fs.readonly);
     assert_false(o->fs.dircache); /* it gives up close-to-open for others' names */
     assert_int_equal(o->fs.uid_override, -1);
@@ -558,7 +558,7 @@ static void test_help_text(void **state)
         "max_uncommitted_mb=N",
         "[32]",
         "readahead_kb=N",
-        "[1024]",
+        "[8192]",
         "uid=N",
         "gid=N",
         "timeo=S",
