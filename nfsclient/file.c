@@ -172,7 +172,10 @@ static bool open_exclusive_refused(struct open_ctx *ctx, int st)
 
 static void open_established(struct open_ctx *ctx);
 
-static void exclusive_setattr_done(void *arg, const struct nc_reply *reply)
+/* The SETATTR or GETATTR that follows an open state's establishment: its
+ * attributes replace the OPEN's (after EXCLUSIVE4 those show the verifier
+ * as times and no mode). */
+static void open_attrs_done(void *arg, const struct nc_reply *reply)
 {
     struct open_ctx *ctx = arg;
     if (reply->err) {
@@ -181,7 +184,6 @@ static void exclusive_setattr_done(void *arg, const struct nc_reply *reply)
         nc_close(ctx->c, ctx->open, NULL, NULL);
         ctx->open = NULL;
     } else {
-        /* The OPEN's attributes show the verifier as times and no mode. */
         ctx->has_attr = reply->has_attr;
         if (reply->has_attr)
             ctx->attr = reply->attr;
@@ -201,7 +203,7 @@ static bool exclusive_setattr(struct open_ctx *ctx)
         .valid = NC_SET_MODE | NC_SET_ATIME_NOW | NC_SET_MTIME_NOW,
         .mode = ctx->mode & 07777,
     };
-    nc_setattr(ctx->c, &ctx->cred, &ctx->fh, ctx->open, &set, exclusive_setattr_done, ctx);
+    nc_setattr(ctx->c, &ctx->cred, &ctx->fh, ctx->open, &set, open_attrs_done, ctx);
     return true;
 }
 
@@ -454,20 +456,6 @@ static void open_start(struct nc_client *c, struct nc_seqop *op)
     nc_compound_free(&cp);
 }
 
-static void reuse_getattr_done(void *arg, const struct nc_reply *reply)
-{
-    struct open_ctx *ctx = arg;
-    if (reply->err) {
-        ctx->err = reply->err;
-        nc_close(ctx->c, ctx->open, NULL, NULL);
-        ctx->open = NULL;
-    } else {
-        ctx->has_attr = reply->has_attr;
-        ctx->attr = reply->attr;
-    }
-    open_established(ctx);
-}
-
 void nc_open(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,
              const char *name, const struct nc_fh *expect, uint32_t flags, uint32_t mode,
              nc_callback cb, void *arg)
@@ -494,7 +482,7 @@ void nc_open(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
         if (held) {
             ctx->open = nc_open_ref(held);
             ctx->fh = *expect;
-            nc_getattr(c, cred, expect, reuse_getattr_done, ctx);
+            nc_getattr(c, cred, expect, open_attrs_done, ctx);
             return;
         }
     }

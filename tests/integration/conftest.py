@@ -248,7 +248,75 @@ def nfs_server(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of the test's own, for tests that stop, kill or restart it."""
+    server = Server(tmp_path / "srv")
+    server.dir.mkdir()
+    server.start()
+    yield server
+    server.stop()
+
+
 # -------------------------------------------------------------------- mounts
+
+# Seconds a test may keep a mount of its own server (a hung fsync fails, not hangs).
+OWN_MOUNT_TIMEOUT = 240
+
+
+@pytest.fixture
+def mount(own_server, tmp_path):
+    """Factory for mounts of own_server; each is cleaned up, with a watchdog."""
+    mounts = []
+
+    def make(opts=()):
+        mnt = tmp_path / f"m{len(mounts)}"
+        mnt.mkdir()
+        m = Mount(own_server, mnt, "/", list(opts), tmp_path / f"log{len(mounts)}")
+        mounts.append(m)
+        return m
+
+    timer = threading.Timer(OWN_MOUNT_TIMEOUT, lambda: [m.kill() for m in mounts])
+    timer.daemon = True
+    timer.start()
+    yield make
+    timer.cancel()
+    for m in mounts:
+        m.cleanup()
+
+
+class Restarter:
+    """Starts the server again, from a process made before the test opens files
+    on the mount: a process forked later would flush those files when it
+    closes them, and that flush waits for the very server it is to start."""
+
+    def __init__(self, server):
+        self.err = server.dir / "restart.err"
+        with open(self.err, "wb") as err:
+            self.proc = subprocess.Popen(
+                ["bash", "-c", 'read -r _ && exec "$0" start "$1" "$2"', GANESHA_SH,
+                 str(server.dir), str(server.port)],
+                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
+
+    def start(self):
+        self.proc.stdin.write(b"go\n")
+        self.proc.stdin.close()
+        rc = self.proc.wait(timeout=60)
+        assert rc == 0, f"ganesha did not start again:\n{self.err.read_text()}"
+
+    def cancel(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+
+@pytest.fixture
+def restarter(own_server):
+    r = Restarter(own_server)
+    yield r
+    r.cancel()
+
+
 
 # An error-level line of efsfuse's log, text or JSON format.
 _ERROR_LINE = re.compile(r'^\S+ efsfuse\[\d+\] error |"level":"error"')

@@ -23,77 +23,14 @@ import hashlib
 import os
 import signal
 import subprocess
-import threading
 import time
 
 import pytest
 
-from conftest import GANESHA_SH, Mount, Server, sha256
+from conftest import sha256
 
 MIB = 1 << 20
 TIMEOUT = 240  # seconds a test may keep its mount (a hung fsync fails, not hangs)
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    server = Server(tmp_path / "srv")
-    server.dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-def mount(own_server, tmp_path):
-    """Factory for mounts of own_server; each is cleaned up, with a watchdog."""
-    mounts = []
-
-    def make(opts=()):
-        mnt = tmp_path / f"m{len(mounts)}"
-        mnt.mkdir()
-        m = Mount(own_server, mnt, "/", list(opts), tmp_path / f"log{len(mounts)}")
-        mounts.append(m)
-        return m
-
-    timer = threading.Timer(TIMEOUT, lambda: [m.kill() for m in mounts])
-    timer.daemon = True
-    timer.start()
-    yield make
-    timer.cancel()
-    for m in mounts:
-        m.cleanup()
-
-
-class Restarter:
-    """Starts the server again, from a process made before the test opens files
-    on the mount: a process forked later would flush those files when it
-    closes them, and that flush waits for the very server it is to start."""
-
-    def __init__(self, server):
-        self.err = server.dir / "restart.err"
-        with open(self.err, "wb") as err:
-            self.proc = subprocess.Popen(
-                ["bash", "-c", 'read -r _ && exec "$0" start "$1" "$2"', GANESHA_SH,
-                 str(server.dir), str(server.port)],
-                stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=err)
-
-    def start(self):
-        self.proc.stdin.write(b"go\n")
-        self.proc.stdin.close()
-        rc = self.proc.wait(timeout=60)
-        assert rc == 0, f"ganesha did not start again:\n{self.err.read_text()}"
-
-    def cancel(self):
-        if self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait()
-
-
-@pytest.fixture
-def restarter(own_server):
-    r = Restarter(own_server)
-    yield r
-    r.cancel()
 
 
 # Room for every write of these tests: no COMMIT before the crash, so that

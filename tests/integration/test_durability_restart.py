@@ -6,13 +6,13 @@ It needs open states that survive a server restart (nfsclient state
 recovery, branch "reclaim"): without it the open made before the crash is
 dead on the new server, the re-send through it fails, and fsync reports EIO
 (an error, not a silent loss, but not durability either).
-See test_durability.py for the simulation of the loss and the fixtures.
+See test_durability.py for the simulation of the loss; the fixtures are in conftest.py.
 """
 import hashlib
 import os
 
 from conftest import sha256
-from test_durability import MIB, ROOMY, lose_unstable_data, mount, own_server, restarter  # noqa: F401
+from test_durability import MIB, ROOMY, lose_unstable_data
 
 
 def test_fsync_after_restart_resends_through_same_descriptor(own_server, mount, restarter):

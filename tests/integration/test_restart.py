@@ -3,18 +3,7 @@ and files open across the restart keep working (their state is recovered; test_r
 covers grace periods and locks)."""
 import os
 
-import pytest
-
-from conftest import Mount, Server
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    server = Server(tmp_path / "srv")
-    server.dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
+from conftest import Mount
 
 
 def test_server_restart(own_server, tmp_path):

@@ -6,9 +6,7 @@ import hashlib
 import subprocess
 import sys
 
-import pytest
-
-from conftest import Mount, Server, wait_for
+from conftest import Mount, wait_for
 
 SIZE_MIB = 256
 FSYNC_EVERY_MIB = 16
@@ -37,15 +35,6 @@ for i in range(size_mib):
 os.close(fd)
 print("sha256", h.hexdigest(), flush=True)
 """
-
-
-@pytest.fixture
-def own_server(tmp_path):
-    server = Server(tmp_path / "srv")
-    server.dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
 
 
 def test_writer_rides_out_server_kill(own_server, tmp_path):

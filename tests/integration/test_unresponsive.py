@@ -9,17 +9,14 @@ import time
 
 import pytest
 
-from conftest import Mount, Server
+from conftest import Mount
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    server = Server(tmp_path / "srv")
-    server.dir.mkdir()
-    server.start()
-    yield server
-    os.kill(server_pid(server), signal.SIGCONT)
-    server.stop()
+def own_server(own_server):
+    """conftest's, woken up (SIGCONT) before it is stopped."""
+    yield own_server
+    os.kill(server_pid(own_server), signal.SIGCONT)
 
 
 def server_pid(server):
