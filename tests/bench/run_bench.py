@@ -868,7 +868,26 @@ class Bench:
             cpu_rows.append((f"{label}: efsfuse's machine CPU per unit ÷ (NFS ceiling's + "
                              f"null FS's)", F("efsfuse", efs_key + "_cpu_us"),
                              self.cpu_sum(nfs_key, null_key)))
-        return cpu_rows + [
+        # A synchronous read goes through FUSE and then the NFS layer, one
+        # after the other: per request, the null filesystem's time plus the
+        # NFS ceiling's. Each job has one read outstanding, so that sum bounds
+        # the rate (the serial composition, 1 / (1/nfs + 1/null)).
+        def serial(nfs, null):
+            return 1 / (1 / nfs + 1 / null) if nfs and null else None
+
+        comp1 = serial(F("nfs_ceiling", "rand_read_4k_iops_qd1"),
+                       F("null_fs", "randread_4k_iops_j1"))
+        comp4 = serial(F("nfs_ceiling", "rand_read_4k_iops_qd4"),
+                       F("null_fs", "randread_4k_iops_j4"))
+        serial_rows = [
+            ("randread 1 job: efsfuse ÷ serial composition of NFS ceiling qd1 and null FS",
+             F("efsfuse", "randread_4k_iops_j1"), comp1),
+            ("randread 4 jobs: serial composition of NFS ceiling qd4 and null FS ÷ ceiling",
+             comp4, C("rand_read_4k_iops_qd4", "randread_4k_iops_j4")),
+            ("randread 4 jobs: efsfuse ÷ serial composition",
+             F("efsfuse", "randread_4k_iops_j4"), comp4),
+        ]
+        return cpu_rows + serial_rows + [
             ("re-read: efsfuse ÷ FUSE ceiling (null_fs) re-read",
              F("efsfuse", "seq_reread_mibps"), F("null_fs", "seq_reread_mibps")),
             ("re-read: FUSE ceiling (null_fs) ÷ local page cache",
