@@ -15,6 +15,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <sys/stat.h>
 
 struct nc_open *nc_open_ref(struct nc_open *open)
 {
@@ -56,6 +57,9 @@ struct open_ctx {
     bool has_createverf;
     bool exclusive_attrs_set;
     verifier4 createverf;
+    /* A transmission went out on a connection that broke before its answer:
+     * the server may have made the file already (see exclusive_exists). */
+    bool maybe_executed;
     unsigned epoch; /* of the client id the OPEN went out under */
     /* NC_OPEN_PREFETCH: the READ's index in the compound (0: none sent) and
      * its data, copied out of the reply that is freed before we finish. */
@@ -171,6 +175,45 @@ static bool open_exclusive_refused(struct open_ctx *ctx, int st)
 }
 
 static void open_established(struct open_ctx *ctx);
+
+/*
+ * An O_EXCL create whose earlier transmission may have been executed is
+ * answered EXIST. The verifier normally recognises our own file, but a
+ * server killed between making the file and storing the verifier in its
+ * times (two steps in ganesha) leaves a file it no longer recognises. As for
+ * a resent CREATE (meta.c), the name is looked up: an empty regular file
+ * owned by the caller is taken as ours and opened without creating; its
+ * mode and times are then set as after any EXCLUSIVE4 create.
+ */
+static void exclusive_exists_checked(void *arg, const struct nc_reply *r)
+{
+    struct open_ctx *ctx = arg;
+    struct nc_client *c = ctx->c;
+    bool ours = !r->err && r->has_attr && S_ISREG(r->attr.mode) && r->attr.size == 0 &&
+                r->attr.uid == ctx->cred.uid;
+    if (!ours || c->shutting_down) {
+        ctx->err = -EEXIST;
+        nc_owner_done(c, ctx->owner, -1); /* the EXIST already advanced the seqid */
+        open_finish(ctx);
+        return;
+    }
+    elog_info(NC_COMPONENT,
+              "O_EXCL create of '%s' sent again after a reconnect found an empty file of "
+              "ours that the server no longer recognises; opening it",
+              ctx->name);
+    ctx->flags &= ~(uint32_t)(NC_OPEN_CREATE | NC_OPEN_EXCL);
+    ctx->seqop.start(c, &ctx->seqop); /* still holding the owner */
+}
+
+static bool exclusive_exists(struct open_ctx *ctx, int st)
+{
+    if (st != NFS4ERR_EXIST || !ctx->exclusive4 || !ctx->maybe_executed ||
+        !(ctx->flags & NC_OPEN_CREATE))
+        return false;
+    ctx->owner->seqid++; /* EXIST was executed: the owner's next seqid */
+    nc_lookup(ctx->c, &ctx->cred, &ctx->dir, ctx->name, exclusive_exists_checked, ctx);
+    return true;
+}
 
 /* The SETATTR or GETATTR that follows an open state's establishment: its
  * attributes replace the OPEN's (after EXCLUSIVE4 those show the verifier
@@ -364,6 +407,8 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
     }
     nfs_resop4 *r = nc_res_op(res, 1, OP_OPEN);
     int st = r ? (int)r->nfs_resop4_u.opopen.status : -1;
+    if (nc_rpc_answer_resent(c->rpc))
+        ctx->maybe_executed = true;
     if (nc_status_lost_state(st)) {
         /* Sent under a client id the server no longer knows: again, after. */
         if (ctx->epoch == c->epoch)
@@ -377,7 +422,7 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         nc_owner_retry_delayed(c, owner, &ctx->seqop);
         return;
     }
-    if (open_exclusive_refused(ctx, st))
+    if (open_exclusive_refused(ctx, st) || exclusive_exists(ctx, st))
         return;
     if (!r || st != NFS4_OK) {
         ctx->err = nc_status_to_errno(r ? st : (int)res->status);

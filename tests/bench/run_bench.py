@@ -886,6 +886,13 @@ class Bench:
              comp4, C("rand_read_4k_iops_qd4", "randread_4k_iops_j4")),
             ("randread 4 jobs: efsfuse ÷ serial composition",
              F("efsfuse", "randread_4k_iops_j4"), comp4),
+            # Each reader opens, reads and closes one file after another:
+            # the ceiling's three calls per file after FUSE's open, read,
+            # flush and release.
+            ("small files: serial composition of NFS ceiling qd8 and null FS ÷ ceiling",
+             serial(F("nfs_ceiling", "open_read_close_per_s_qd8"),
+                    F("null_fs", "small_reads_per_s_p8")),
+             C("open_read_close_per_s_qd8", "small_reads_per_s_p8")),
         ]
         return cpu_rows + serial_rows + [
             ("re-read: efsfuse ÷ FUSE ceiling (null_fs) re-read",

@@ -16,6 +16,7 @@ Every application call must succeed and the tree must be as asked.
 import fcntl
 import os
 import struct
+import threading
 import time
 
 import pytest
@@ -151,6 +152,93 @@ def test_lost_reply_of_first_exclusive_create(efsfuse_bin, nfs_server, mount_efs
     assert oct(st.st_mode & 0o7777) == oct(0o640)
     assert abs(st.st_mtime - now) < 60, st.st_mtime
     assert (d / "made").read_bytes() == b"mine"
+
+
+class ResendHolder(ReplyDropper):
+    """Drops the armed reply, then holds the next call of that tag back for a
+    while: time for the test to change the server's file before the resend."""
+
+    HOLD = 0.5
+
+    def __init__(self, upstream_port):
+        super().__init__(upstream_port)
+        self.held = threading.Event()
+
+    def call_delay(self, tag):
+        if self.fired.is_set() and not self.held.is_set() and tag == "open":
+            self.held.set()
+            return self.HOLD
+        return 0
+
+
+@pytest.fixture
+def holder(nfs_server):
+    h = ResendHolder(nfs_server.port)
+    yield h
+    h.close()
+
+
+def exclusive_create_meeting(holder, mount_efsfuse, nfs_server, change):
+    """An O_EXCL create whose OPEN ran, lost its reply, and whose resend
+    reaches a server where another client's change(path) has happened to the
+    file meanwhile (the first OPEN of a new owner: no replay cache answers
+    the resend)."""
+    d = nfs_server.export / f"excl-{time.monotonic_ns()}"
+    d.mkdir()
+    m = mount_efsfuse("/", opts=["log_level=debug"], port=holder.port)
+    path = m.path / d.name / "made"
+    # Another client makes the change, through the server (whose attribute
+    # cache would not see a change made beside it in the export).
+    other = mount_efsfuse("/")
+
+    def meddle():
+        if holder.fired.wait(TIMEOUT) and holder.held.wait(TIMEOUT):
+            change(other.path / d.name / "made")
+
+    t = threading.Thread(target=meddle)
+    t.start()
+    holder.arm("open")
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o640)
+    except OSError as e:
+        return m, d, path, e
+    finally:
+        t.join()
+    os.write(fd, b"mine")
+    os.close(fd)
+    return m, d, path, None
+
+
+@pytest.mark.needs_efsfuse
+def test_lost_reply_of_exclusive_create_whose_verifier_the_server_lost(
+        efsfuse_bin, nfs_server, mount_efsfuse, holder):
+    """A server killed between making the file and storing the verifier in its
+    times answers the resent OPEN with EXIST: here the times are changed on
+    the export before the resend arrives. The empty file of ours is taken as
+    the one we made, opened, and given its mode."""
+    m, d, path, err = exclusive_create_meeting(
+        holder, mount_efsfuse, nfs_server, lambda p: os.utime(p, (1000, 1000)))
+    assert err is None, err
+    assert path.read_bytes() == b"mine"
+    assert oct(os.stat(path).st_mode & 0o7777) == oct(0o640)
+    assert log_events(m.stderr(), r"found an empty file of ours")
+    m.unmount()
+    assert (d / "made").read_bytes() == b"mine"
+
+
+@pytest.mark.needs_efsfuse
+def test_lost_reply_of_exclusive_create_then_someone_elses_file(
+        efsfuse_bin, nfs_server, mount_efsfuse, holder):
+    """The same, but the file has data by the time the resend arrives: not
+    the empty file our OPEN made, so O_EXCL fails as it must."""
+    def replace(p):
+        p.write_bytes(b"theirs")
+        os.utime(p, (1000, 1000))
+
+    m, d, path, err = exclusive_create_meeting(holder, mount_efsfuse, nfs_server, replace)
+    assert isinstance(err, FileExistsError), err
+    m.unmount()
+    assert (d / "made").read_bytes() == b"theirs"
 
 
 OP_PUTFH, OP_OPEN = 22, 18
