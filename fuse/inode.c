@@ -473,24 +473,41 @@ void fs_entry_param(struct fs *fs, struct fs_inode *inode, struct fuse_entry_par
 
 /* --- waiting for write-behind and CLOSEs --- */
 
-void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
-                        void *arg)
+/* A waiter for fn on the inode's list, holding a reference to the inode; NULL
+ * when out of memory, and then callers let fn run at once: what they wait for
+ * is ordering, which is all that is lost. */
+static struct fs_waiter *waiter_add(struct fs_inode *inode, struct fs_waiter **list,
+                                    void (*fn)(struct fs *, void *), void *arg)
 {
-    if (inode->writes_in_flight == 0) {
-        fn(fs, arg);
-        return;
-    }
     struct fs_waiter *w = calloc(1, sizeof(*w));
-    if (!w) {
-        /* Rather than fail the caller, let it go on: ordering is all it loses. */
-        fn(fs, arg);
-        return;
-    }
+    if (!w)
+        return NULL;
     w->fn = fn;
     w->arg = arg;
     fs_inode_ref(inode);
-    w->next = inode->waiters;
-    inode->waiters = w;
+    w->next = *list;
+    *list = w;
+    return w;
+}
+
+/* Runs and frees the waiters of ready (taken off the inode's list). */
+static void waiters_run(struct fs *fs, struct fs_inode *inode, struct fs_waiter *ready)
+{
+    while (ready) {
+        struct fs_waiter *w = ready;
+        ready = w->next;
+        w->fn(fs, w->arg);
+        free(w);
+        fs_inode_unref(fs, inode);
+    }
+}
+
+void fs_inode_when_idle(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
+                        void *arg)
+{
+    if (inode->writes_in_flight > 0 && waiter_add(inode, &inode->waiters, fn, arg))
+        return;
+    fn(fs, arg);
 }
 
 void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode)
@@ -506,36 +523,22 @@ void fs_inode_writes_done(struct fs *fs, struct fs_inode *inode)
         list = w;
     }
     fs_inode_ref(inode);
-    while (list) {
-        struct fs_waiter *w = list;
-        list = w->next;
-        w->fn(fs, w->arg);
-        free(w);
-        fs_inode_unref(fs, inode);
-    }
+    waiters_run(fs, inode, list);
     fs_inode_unref(fs, inode);
 }
 
 void fs_inode_when_closed(struct fs *fs, struct fs_inode *inode, void (*fn)(struct fs *, void *),
                           void *arg)
 {
-    if (inode->closes_pending == 0) {
+    struct fs_waiter *w =
+        inode->closes_pending > 0 ? waiter_add(inode, &inode->close_waiters, fn, arg) : NULL;
+    if (!w) {
         fn(fs, arg);
         return;
     }
-    struct fs_waiter *w = calloc(1, sizeof(*w));
-    if (!w) {
-        fn(fs, arg); /* the space comes back at the CLOSE instead */
-        return;
-    }
-    w->fn = fn;
-    w->arg = arg;
     /* A count, not "until none is pending": releases started later cannot
      * hold the caller back for ever. */
     w->closes_ahead = inode->closes_pending;
-    fs_inode_ref(inode);
-    w->next = inode->close_waiters;
-    inode->close_waiters = w;
 }
 
 void fs_inode_close_started(struct fs_inode *inode)
@@ -558,11 +561,5 @@ void fs_inode_close_done(struct fs *fs, struct fs_inode *inode)
         w->next = ready;
         ready = w;
     }
-    while (ready) {
-        struct fs_waiter *w = ready;
-        ready = w->next;
-        w->fn(fs, w->arg);
-        free(w);
-        fs_inode_unref(fs, inode);
-    }
+    waiters_run(fs, inode, ready);
 }

@@ -227,3 +227,9 @@ class ReplyDropper:
         with self.lock:
             conns = list(self.conns)
         self._reset(conns)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()

@@ -22,9 +22,8 @@ FILES = 40
 
 @pytest.fixture
 def counter(nfs_server):
-    p = ReplyDropper(nfs_server.port)
-    yield p
-    p.close()
+    with ReplyDropper(nfs_server.port) as p:
+        yield p
 
 
 NFS4ERR_NOENT = 2

@@ -26,9 +26,8 @@ class CloseDelayer(ReplyDropper):
 
 @pytest.fixture
 def delayer(nfs_server):
-    p = CloseDelayer(nfs_server.port)
-    yield p
-    p.close()
+    with CloseDelayer(nfs_server.port) as p:
+        yield p
 
 
 def after_close_reply(proxy, tag):

@@ -27,9 +27,8 @@ from rpcproxy import TIMEOUT, ReplyDropper, compound_reply
 
 @pytest.fixture
 def dropper(nfs_server):
-    d = ReplyDropper(nfs_server.port)
-    yield d
-    d.close()
+    with ReplyDropper(nfs_server.port) as d:
+        yield d
 
 
 @pytest.mark.needs_efsfuse
@@ -173,9 +172,8 @@ class ResendHolder(ReplyDropper):
 
 @pytest.fixture
 def holder(nfs_server):
-    h = ResendHolder(nfs_server.port)
-    yield h
-    h.close()
+    with ResendHolder(nfs_server.port) as h:
+        yield h
 
 
 def exclusive_create_meeting(holder, mount_efsfuse, nfs_server, change):
@@ -296,8 +294,7 @@ class ExclusiveRefuser(ReplyDropper):
 def test_exclusive_create_falls_back_to_guarded(efsfuse_bin, nfs_server, mount_efsfuse):
     """A server answering NOTSUPP to EXCLUSIVE4: the create is sent again as
     GUARDED4 (with the mode), and later ones go GUARDED4 straight away."""
-    refuser = ExclusiveRefuser(nfs_server.port)
-    try:
+    with ExclusiveRefuser(nfs_server.port) as refuser:
         d = nfs_server.export / f"guarded-{time.monotonic_ns()}"
         d.mkdir()
         m = mount_efsfuse("/", opts=["log_level=debug"], port=refuser.port)
@@ -324,8 +321,6 @@ def test_exclusive_create_falls_back_to_guarded(efsfuse_bin, nfs_server, mount_e
             st = os.stat(d / name)
             assert oct(st.st_mode & 0o7777) == oct(0o640)
             assert (d / name).read_bytes() == name.encode()
-    finally:
-        refuser.close()
 
 
 NFS4ERR_STALE = 70
@@ -360,9 +355,8 @@ class StaleAfterReset(ReplyDropper):
 
 @pytest.fixture
 def stale_proxy(nfs_server):
-    p = StaleAfterReset(nfs_server.port)
-    yield p
-    p.close()
+    with StaleAfterReset(nfs_server.port) as p:
+        yield p
 
 
 @pytest.mark.needs_efsfuse
