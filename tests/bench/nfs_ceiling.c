@@ -47,8 +47,33 @@ static double machine_busy_s(void)
     return (double)(user + nice + sys + irq + softirq + steal) / (double)sysconf(_SC_CLK_TCK);
 }
 
-/* Busy cores (machine-wide) over the last pipeline_run. */
-static double last_busy_cores;
+/* CPU-seconds one process (all its threads) has used so far; 0 when it is
+ * gone. The name in /proc/PID/stat may hold spaces and parentheses: the
+ * fields counted here follow its last ')'. */
+static double process_busy_s(int pid)
+{
+    char path[64], line[1024];
+    snprintf(path, sizeof(path), "/proc/%d/stat", pid);
+    FILE *f = fopen(path, "r");
+    if (!f)
+        return 0;
+    char *got = fgets(line, sizeof(line), f);
+    fclose(f);
+    const char *rest = got ? strrchr(line, ')') : NULL;
+    unsigned long long utime = 0, stime = 0;
+    /* state ppid pgrp session tty tpgid flags minflt cminflt majflt cmajflt utime stime */
+    if (!rest || sscanf(rest + 1, " %*c %*d %*d %*d %*d %*d %*u %*u %*u %*u %*u %llu %llu", &utime,
+                        &stime) != 2)
+        return 0;
+    return (double)(utime + stime) / (double)sysconf(_SC_CLK_TCK);
+}
+
+/* The NFS server's PID (--server-pid), whose share of the cost is reported
+ * apart: 0 when not given. */
+static int server_pid;
+
+/* Busy cores (machine-wide, and the server's) over the last pipeline_run. */
+static double last_busy_cores, last_server_cores;
 
 static void die(const char *what, int err)
 {
@@ -116,6 +141,7 @@ static double pipeline_run(struct pipeline *p, const char *what)
 {
     double t0 = now_s();
     double busy0 = machine_busy_s();
+    double server0 = server_pid ? process_busy_s(server_pid) : 0;
     while (p->issued < p->total && p->issued < p->depth)
         p->issue(p, p->issued++);
     while (p->completed < p->total)
@@ -124,15 +150,20 @@ static double pipeline_run(struct pipeline *p, const char *what)
         die(what, p->first_error);
     double elapsed = now_s() - t0;
     last_busy_cores = elapsed > 0 ? (machine_busy_s() - busy0) / elapsed : 0;
+    last_server_cores =
+        server_pid && elapsed > 0 ? (process_busy_s(server_pid) - server0) / elapsed : 0;
     return elapsed;
 }
 
-/* "key": value, and "key_cpu": the busy cores while it was measured. */
+/* "key": value, "key_cpu": the busy cores while it was measured, and with
+ * --server-pid "key_server_cpu": the server's part of them. */
 static void print_figure(const char *key, const char *fmt, double value)
 {
     printf("  \"%s\": ", key);
     printf(fmt, value);
     printf(",\n  \"%s_cpu\": %.3f,\n", key, last_busy_cores);
+    if (server_pid)
+        printf("  \"%s_server_cpu\": %.3f,\n", key, last_server_cores);
 }
 
 static void pipeline_cb(void *arg, const struct nc_reply *r)
@@ -208,6 +239,27 @@ static double seq_write(unsigned mib, unsigned depth)
 static double seq_read(unsigned mib, unsigned depth)
 {
     struct io_state st = {.open = open_file("seq", NC_OPEN_READ), .size = 1u << 20};
+    struct pipeline p = {.total = mib, .depth = depth, .issue = issue_read, .state = &st};
+    double elapsed = pipeline_run(&p, "read");
+    close_file(st.open);
+    return mib / elapsed;
+}
+
+/* --read-file: an existing file of the export (the one a FUSE client reads
+ * just before or after), read whole with `depth` 1 MiB READs in flight. */
+static double read_existing(const struct nc_fh *root, const char *name, unsigned depth,
+                            unsigned *mib_read)
+{
+    struct sync_result s = {0};
+    nc_open(client, &cred, root, name, NULL, NC_OPEN_READ, 0, sync_cb, &s);
+    wait_for(&s);
+    if (s.reply.err)
+        die(name, s.reply.err);
+    if (!s.reply.has_attr || s.reply.attr.size < (1u << 20))
+        die(name, -EINVAL);
+    unsigned mib = (unsigned)(s.reply.attr.size >> 20);
+    *mib_read = mib;
+    struct io_state st = {.open = s.open, .size = 1u << 20};
     struct pipeline p = {.total = mib, .depth = depth, .issue = issue_read, .state = &st};
     double elapsed = pipeline_run(&p, "read");
     close_file(st.open);
@@ -389,17 +441,33 @@ static void remove_name(const char *name)
 int main(int argc, char **argv)
 {
     if (argc < 3) {
-        fprintf(stderr, "usage: nfs_ceiling HOST PORT [--size-mib N] [--files N]\n");
+        fprintf(stderr, "usage: nfs_ceiling HOST PORT [--size-mib N] [--files N] "
+                        "[--dir-entries N] [--server-pid PID] [--read-file NAME [--depth N]]\n");
         return 2;
     }
-    unsigned size_mib = 1024, files = 5000, dir_entries = 10000;
-    for (int i = 3; i + 1 < argc; i += 2) {
+    unsigned size_mib = 1024, files = 5000, dir_entries = 10000, depth = 16;
+    const char *read_file = NULL;
+    for (int i = 3; i < argc; i += 2) {
+        if (i + 1 == argc) {
+            fprintf(stderr, "nfs_ceiling: %s needs a value\n", argv[i]);
+            return 2;
+        }
         if (strcmp(argv[i], "--size-mib") == 0)
             size_mib = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--files") == 0)
             files = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--dir-entries") == 0)
             dir_entries = (unsigned)atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--server-pid") == 0)
+            server_pid = atoi(argv[i + 1]);
+        else if (strcmp(argv[i], "--read-file") == 0)
+            read_file = argv[i + 1];
+        else if (strcmp(argv[i], "--depth") == 0)
+            depth = (unsigned)atoi(argv[i + 1]);
+        else {
+            fprintf(stderr, "nfs_ceiling: unknown option %s\n", argv[i]);
+            return 2;
+        }
     }
     if (dir_entries < files)
         dir_entries = files;
@@ -419,6 +487,19 @@ int main(int argc, char **argv)
 
     struct nc_fh root;
     nc_client_root(client, &root, NULL);
+    if (read_file) {
+        char key[64];
+        snprintf(key, sizeof(key), "read_file_mibps_qd%u", depth ? depth : 1);
+        unsigned mib = 0;
+        double v = read_existing(&root, read_file, depth ? depth : 1, &mib);
+        printf("{\n");
+        print_figure(key, "%.1f", v);
+        printf("  \"size_mib\": %u\n}\n", mib);
+        free(payload);
+        nc_client_shutdown(client);
+        nc_client_free(client);
+        return 0;
+    }
     char dirname[64];
     snprintf(dirname, sizeof(dirname), "nfs_ceiling.%d", (int)getpid());
     struct sync_result s = {0};

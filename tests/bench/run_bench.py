@@ -54,6 +54,7 @@ GANESHA_SH = REPO / "scripts" / "ganesha.sh"
 
 MOUNT_TIMEOUT = 20
 MIB = 1 << 20
+PAIRED_FILE = "paired.dat"  # in the export: the file phase_paired reads
 DISK_IMAGE_GIB = 8  # sparse: 1 GiB files on the server and locally, the tarball twice
 
 
@@ -98,6 +99,17 @@ def machine_busy_s():
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def process_busy_s(pid):
+    """CPU-seconds one process (all its threads) has used so far, or None."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            # The command name may hold spaces and ')': count after the last.
+            fields = f.read().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def proc_status_kib(pid, key):
     try:
         with open(f"/proc/{pid}/status") as f:
@@ -125,6 +137,7 @@ class Bench:
         self.samples = {}          # group -> metric -> [values]
         self.notes = []            # "not available" and other remarks
         self.procs = []            # Popen of everything we started
+        self.fs_pid = None         # the FUSE filesystem process last mounted
         self.mounts = []           # mountpoints we mounted
         # Where the server's export and the local twins live: a fresh ext4
         # image when loop devices work (see make_disk), else self.work.
@@ -182,7 +195,17 @@ class Bench:
         machines ext4's inode allocator, skipping thousands of recently
         deleted inodes, held creates on / to ~1,300/s where a fresh ext4 on
         the same disk does ~40,000/s, and in whichever order the ceiling and
-        efsfuse happened to meet it."""
+        efsfuse happened to meet it.
+
+        The loop device reads and writes the image with direct I/O: a
+        buffered loop device caches every block twice (in the filesystem's
+        page cache and in the image file's), and the ~8 GiB a full run writes
+        per round filled this 24 GiB machine's memory by the second round,
+        after which page-cache allocations (efsfuse's reads fill the FUSE
+        mount's page cache; the NFS ceiling reads into one reused buffer)
+        paid for reclaim: efsfuse's cold read back to back with the
+        ceiling's fell from 0.81 of it in the first round to 0.37-0.51 in
+        the next two."""
         img = self.work / "disk.img"
         mnt = self.work / "disk"
         mnt.mkdir()
@@ -191,8 +214,21 @@ class Bench:
                 f.truncate(DISK_IMAGE_GIB << 30)
             subprocess.run(["mkfs.ext4", "-q", "-F", "-E", "nodiscard", str(img)], check=True,
                            timeout=120, capture_output=True)
-            subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True,
-                           timeout=60, capture_output=True)
+            dev = subprocess.run(["losetup", "--find", "--show", "--direct-io=on", str(img)],
+                                 timeout=60, capture_output=True, text=True)
+            direct = dev.returncode == 0
+            if direct:
+                dev = dev.stdout.strip()
+                try:
+                    subprocess.run(["mount", dev, str(mnt)], check=True, timeout=60,
+                                   capture_output=True)
+                finally:
+                    # Detached once unmounted (autoclear), as mount -o loop does.
+                    subprocess.run(["losetup", "-d", dev], timeout=60, capture_output=True)
+            else:
+                self.note(f"loop device without direct I/O ({dev.stderr.strip()[-200:]})")
+                subprocess.run(["mount", "-o", "loop", str(img), str(mnt)], check=True,
+                               timeout=60, capture_output=True)
         except (OSError, subprocess.SubprocessError) as e:
             err = getattr(e, "stderr", b"") or b""
             self.note(f"no fresh ext4 image ({e}: {err.decode(errors='replace').strip()[-200:]}); "
@@ -201,7 +237,8 @@ class Bench:
             return
         self.disk = mnt
         self.disk_mounted = True
-        log(f"fresh ext4 on {mnt} (loop, {DISK_IMAGE_GIB} GiB sparse image)")
+        log(f"fresh ext4 on {mnt} (loop{' with direct I/O' if direct else ''}, "
+            f"{DISK_IMAGE_GIB} GiB sparse image)")
 
     def remove_disk(self):
         if self.disk_mounted:
@@ -254,6 +291,7 @@ class Bench:
             time.sleep(0.001)
         elapsed = time.monotonic() - t0
         self.mounts.append(str(mnt))
+        self.fs_pid = p.pid
         return p, elapsed
 
     def unmount(self, mnt, p):
@@ -265,6 +303,8 @@ class Bench:
                 subprocess.run(["fusermount3", "-u", "-z", mnt], timeout=60, capture_output=True)
         if mnt in self.mounts:
             self.mounts.remove(mnt)
+        if self.fs_pid == p.pid:
+            self.fs_pid = None
         self.stop_proc(p, grace=120)
 
     def stop_proc(self, p, grace=10):
@@ -488,6 +528,12 @@ class Bench:
         self.tar_mib = tb.stat().st_size / MIB
         return tb
 
+    def make_big_file(self, path, mib):
+        block = bytes((i * 131) & 0xFF for i in range(MIB))
+        with open(path, "wb") as f:
+            for _ in range(mib):
+                f.write(block)
+
     def make_files(self, d, n, size):
         """n files of `size` bytes named f000000.. in d (created on local disk)."""
         d = Path(d)
@@ -506,17 +552,21 @@ class Bench:
             t0 = time.monotonic()
             r = self.run([str(NFS_CEILING), "127.0.0.1", str(self.port),
                           "--size-mib", str(self.size_mib), "--files", str(self.files),
-                          "--dir-entries", str(self.dir_entries)], timeout=1200)
+                          "--dir-entries", str(self.dir_entries),
+                          "--server-pid", str(self.server_pid() or 0)], timeout=1200)
             if r.returncode:
                 self.note(f"nfs_ceiling exited {r.returncode}: {r.stderr.strip()[-200:]}")
             try:
                 js = json.loads(r.stdout)
                 for k, v in js.items():
-                    if k.endswith("_cpu"):
-                        # busy cores while measured -> CPU microseconds per unit
-                        rate = js.get(k[:-4])
-                        if rate:
-                            self.add("nfs_ceiling", k[:-4] + "_cpu_us", v / rate * 1e6)
+                    # busy cores while measured (the machine's, the server's)
+                    # -> CPU microseconds per unit
+                    for suffix in ("_server_cpu", "_cpu"):
+                        if k.endswith(suffix):
+                            rate = js.get(k[:-len(suffix)])
+                            if rate:
+                                self.add("nfs_ceiling", k + "_us", v / rate * 1e6)
+                            break
                     else:
                         self.add("nfs_ceiling", k, v)
             except ValueError:
@@ -534,16 +584,32 @@ class Bench:
                 self.note(f"naive_libnfs printed no JSON (exit {r.returncode}): "
                           f"{r.stderr.strip()[-200:]}")
 
+    def server_pid(self):
+        try:
+            return int((self.server_dir / "server.pid").read_text())
+        except (OSError, ValueError):
+            return None
+
     def costed(self, group, key, fn, units):
         """Adds fn()'s figure, and the machine's CPU microseconds per unit of
-        work while it ran (units(figure) units done) as key_cpu_us."""
-        b0 = machine_busy_s()
+        work while it ran (units(figure) units done) as key_cpu_us; through
+        efsfuse also the server's part of them (key_server_cpu_us) and
+        efsfuse's own (key_fs_cpu_us)."""
+        parts = {"_cpu_us": machine_busy_s}
+        if group == "efsfuse":
+            server, fs = self.server_pid(), self.fs_pid
+            if server:
+                parts["_server_cpu_us"] = lambda: process_busy_s(server)
+            if fs:
+                parts["_fs_cpu_us"] = lambda: process_busy_s(fs)
+        before = {suffix: read() for suffix, read in parts.items()}
         v = fn()
-        busy = machine_busy_s() - b0
+        after = {suffix: read() for suffix, read in parts.items()}
         self.add(group, key, v)
         n = units(v)
-        if n:
-            self.add(group, key + "_cpu_us", busy / n * 1e6)
+        for suffix in parts:
+            if n and before[suffix] is not None and after[suffix] is not None:
+                self.add(group, key + suffix, (after[suffix] - before[suffix]) / n * 1e6)
         return v
 
     def file_workloads(self, group, root, remount, cold, seq_read_file=None):
@@ -686,6 +752,43 @@ class Bench:
         finally:
             self.unmount(mnt, p)
 
+    def phase_paired(self, run_no):
+        """The cold sequential read through efsfuse and the NFS ceiling's qd16
+        read of the same prepared file, back to back (the order alternating
+        between runs): on a shared VM the machine's speed drifts between the
+        phases that the target's figures come from, and a pair measured
+        seconds apart shows what is efsfuse's."""
+        if not (self.available(EFSFUSE, "efsfuse") and self.available(NFS_CEILING, "nfs_ceiling")):
+            return
+        log(f"run {run_no}: seq read cold, efsfuse and nfs_ceiling back to back")
+        figures = {}
+
+        def ceiling():
+            self.warm_server_copies(self.export, [PAIRED_FILE])
+            r = self.run([str(NFS_CEILING), "127.0.0.1", str(self.port), "--read-file",
+                          PAIRED_FILE, "--depth", "16"], timeout=600)
+            try:
+                figures["ceiling"] = json.loads(r.stdout)["read_file_mibps_qd16"]
+            except (ValueError, KeyError):
+                self.note(f"nfs_ceiling --read-file failed: {r.stderr.strip()[-200:]}")
+
+        def through_efsfuse():
+            self.warm_server_copies(self.export, [PAIRED_FILE])
+            mnt = self.work / "mnt-paired"
+            p, _ = self.mount("efsfuse", mnt)
+            try:
+                figures["efsfuse"] = self.dd_read(mnt / PAIRED_FILE)
+            finally:
+                self.unmount(mnt, p)
+
+        for step in ((ceiling, through_efsfuse) if run_no % 2 else (through_efsfuse, ceiling)):
+            step()
+        if "ceiling" in figures and "efsfuse" in figures:
+            self.add("nfs_ceiling_paired", "read_file_mibps_qd16", figures["ceiling"])
+            self.add("efsfuse_paired", "seq_read_cold_mibps", figures["efsfuse"])
+            self.add("efsfuse_paired", "seq_read_cold_ratio",
+                     figures["efsfuse"] / figures["ceiling"])
+
     def phase_local(self, run_no):
         log(f"run {run_no}: local directory")
         d = self.disk / "local"
@@ -717,6 +820,9 @@ class Bench:
                     js = json.loads(r.stdout)
                     for k in ("seq_write_mibps_qd16", "seq_read_mibps_qd16"):
                         self.add("nfs_ceiling_proxy", k, js.get(k))
+                    if js.get("seq_read_mibps_qd16") and js.get("seq_read_mibps_qd16_cpu"):
+                        self.add("nfs_ceiling_proxy", "seq_read_mibps_qd16_cpu_us",
+                                 js["seq_read_mibps_qd16_cpu"] / js["seq_read_mibps_qd16"] * 1e6)
                 except ValueError:
                     self.note(f"nfs_ceiling through the proxy printed no JSON: "
                               f"{r.stderr.strip()[-200:]}")
@@ -730,7 +836,8 @@ class Bench:
                     self.unmount(mnt, p)
                 p, _ = self.mount("efsfuse", mnt, port=pport)
                 try:
-                    self.add("efsfuse_proxy", "seq_read_cold_mibps", self.dd_read(f))
+                    self.costed("efsfuse_proxy", "seq_read_cold_mibps", lambda: self.dd_read(f),
+                                lambda _: self.size_mib)
                     os.unlink(f)
                 finally:
                     self.unmount(mnt, p)
@@ -746,7 +853,7 @@ class Bench:
             if mount_fstype(self.work / "disk"):
                 # Our own image, left by an interrupted run.
                 subprocess.run(["umount", str(self.work / "disk")], timeout=120)
-            for m in ("mnt-efsfuse", "mnt-null", "mnt-proxy", "disk"):
+            for m in ("mnt-efsfuse", "mnt-null", "mnt-proxy", "mnt-paired", "disk"):
                 if mount_fstype(self.work / m):
                     raise SystemExit(f"{self.work / m} is still mounted; unmount it first")
             shutil.rmtree(self.work)
@@ -762,12 +869,14 @@ class Bench:
             self.small_names = self.make_files(self.export / "small", self.small_files, 4096)
             self.make_files(self.disk / "local-lsdir", self.dir_entries, 0)
             self.make_files(self.disk / "local-small", self.small_files, 4096)
+            self.make_big_file(self.export / PAIRED_FILE, self.size_mib)
             for run_no in range(1, self.runs + 1):
                 self.phase_nfs(run_no)
                 self.phase_efsfuse(run_no)
                 self.phase_null(run_no)
                 self.phase_local(run_no)
                 self.phase_proxy(run_no)
+                self.phase_paired(run_no)
         finally:
             self.cleanup()
         shutil.rmtree(self.work, ignore_errors=True)
@@ -833,17 +942,16 @@ class Bench:
             ("RSS peak (VmHWM)", F("efsfuse", "rss_peak_mib"), None, "MiB", "<=", 96),
         ]
 
-    def cpu_bound(self, nfs_key, null_key):
+    def cpu_bound(self, nfs_key, null_key, nfs_group="nfs_ceiling"):
         """The highest rate this machine's cores allow a client that does the
         NFS ceiling's work plus the null FUSE filesystem's (the kernel's FUSE
         work and the application's) and nothing of its own: cores ÷ the sum of
         their CPU time per unit, both measured in this run."""
-        a = self.fig("nfs_ceiling", nfs_key + "_cpu_us")
-        b = self.fig("null_fs", null_key + "_cpu_us")
-        return os.cpu_count() / ((a + b) / 1e6) if a and b else None
+        total = self.cpu_sum(nfs_key, null_key, nfs_group)
+        return os.cpu_count() / (total / 1e6) if total else None
 
-    def cpu_sum(self, nfs_key, null_key):
-        a = self.fig("nfs_ceiling", nfs_key + "_cpu_us")
+    def cpu_sum(self, nfs_key, null_key, nfs_group="nfs_ceiling"):
+        a = self.fig(nfs_group, nfs_key + "_cpu_us")
         b = self.fig("null_fs", null_key + "_cpu_us")
         return a + b if a and b else None
 
@@ -868,6 +976,18 @@ class Bench:
             cpu_rows.append((f"{label}: efsfuse's machine CPU per unit ÷ (NFS ceiling's + "
                              f"null FS's)", F("efsfuse", efs_key + "_cpu_us"),
                              self.cpu_sum(nfs_key, null_key)))
+            # Whose CPU it is: the server's and efsfuse's own shares of the
+            # machine's while efsfuse ran, and whether efsfuse's requests
+            # cost the server more per unit than the ceiling's do.
+            cpu_rows.append((f"{label}: the server's CPU ÷ the machine's, through efsfuse",
+                             F("efsfuse", efs_key + "_server_cpu_us"),
+                             F("efsfuse", efs_key + "_cpu_us")))
+            cpu_rows.append((f"{label}: efsfuse's own CPU ÷ the machine's",
+                             F("efsfuse", efs_key + "_fs_cpu_us"),
+                             F("efsfuse", efs_key + "_cpu_us")))
+            cpu_rows.append((f"{label}: the server's CPU per unit, through efsfuse ÷ through "
+                             f"the NFS ceiling", F("efsfuse", efs_key + "_server_cpu_us"),
+                             F("nfs_ceiling", nfs_key + "_server_cpu_us")))
         # A synchronous read goes through FUSE and then the NFS layer, one
         # after the other: per request, the null filesystem's time plus the
         # NFS ceiling's. Each job has one read outstanding, so that sum bounds
@@ -886,6 +1006,16 @@ class Bench:
              comp4, C("rand_read_4k_iops_qd4", "randread_4k_iops_j4")),
             ("randread 4 jobs: efsfuse ÷ serial composition",
              F("efsfuse", "randread_4k_iops_j4"), comp4),
+            # A create waits for FUSE's lookup and create and for as many
+            # round trips to the server as the ceiling's create makes (LOOKUP,
+            # OPEN, SETATTR; the CLOSE goes out after the application's
+            # close() has returned): the same composition bounds it.
+            ("create 1 thread: serial composition of NFS ceiling create qd1 and null FS ÷ ceiling",
+             serial(F("nfs_ceiling", "create_per_s_qd1"), F("null_fs", "create_per_s_t1")),
+             C("create_per_s_qd1", "create_per_s_t1")),
+            ("create 1 thread: efsfuse ÷ serial composition",
+             F("efsfuse", "create_per_s_t1"),
+             serial(F("nfs_ceiling", "create_per_s_qd1"), F("null_fs", "create_per_s_t1"))),
             # Each reader opens, reads and closes one file after another:
             # the ceiling's three calls per file after FUSE's open, read,
             # flush and release.
@@ -894,7 +1024,23 @@ class Bench:
                     F("null_fs", "small_reads_per_s_p8")),
              C("open_read_close_per_s_qd8", "small_reads_per_s_p8")),
         ]
-        return cpu_rows + serial_rows + [
+        # Through the proxy the same, with the proxy's own copying in the
+        # ceiling's CPU per unit (it runs on the same cores).
+        cpu_rows += [
+            ("1 ms RTT proxy, seq read cold: CPU bound (cores ÷ NFS ceiling's via the proxy + "
+             "null FS's CPU per unit) ÷ ceiling via the proxy",
+             self.cpu_bound("seq_read_mibps_qd16", "seq_read_cold_mibps", "nfs_ceiling_proxy"),
+             F("nfs_ceiling_proxy", "seq_read_mibps_qd16")),
+            ("1 ms RTT proxy, seq read cold: efsfuse's machine CPU per unit ÷ (NFS ceiling's via "
+             "the proxy + null FS's)", F("efsfuse_proxy", "seq_read_cold_mibps_cpu_us"),
+             self.cpu_sum("seq_read_mibps_qd16", "seq_read_cold_mibps", "nfs_ceiling_proxy")),
+        ]
+        paired_rows = [
+            ("seq read cold, back to back with the NFS ceiling's qd16 read of the same file: "
+             "efsfuse ÷ ceiling", F("efsfuse_paired", "seq_read_cold_mibps"),
+             F("nfs_ceiling_paired", "read_file_mibps_qd16")),
+        ]
+        return cpu_rows + paired_rows + serial_rows + [
             ("re-read: efsfuse ÷ FUSE ceiling (null_fs) re-read",
              F("efsfuse", "seq_reread_mibps"), F("null_fs", "seq_reread_mibps")),
             ("re-read: FUSE ceiling (null_fs) ÷ local page cache",
@@ -962,14 +1108,15 @@ class Bench:
         print(md)
         print(f"bench: {met_n} of {len(rows)} targets met")
         if self.args.check:
-            return self.check(rows)
+            return self.check(rows, context)
         return 0
 
-    def check(self, rows):
-        """--check (make test's smoke run): every target has its figures and
-        nothing was unavailable. Says nothing about speed."""
+    def check(self, rows, context):
+        """--check (make test's smoke run): every target and every context row
+        has its figures and nothing was unavailable. Says nothing about speed."""
         missing = [r["metric"] for r in rows
                    if r["efsfuse"] is None or (r["ceiling"] is None and not r["absolute"])]
+        missing += [c["metric"] for c in context if c["value"] is None or c["reference"] is None]
         for m in missing:
             print(f"bench: smoke check: no figure for '{m}'", file=sys.stderr)
         for n in self.notes:
