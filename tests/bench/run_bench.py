@@ -199,13 +199,13 @@ class Bench:
 
         The loop device reads and writes the image with direct I/O: a
         buffered loop device caches every block twice (in the filesystem's
-        page cache and in the image file's), and the ~8 GiB a full run writes
-        per round filled this 24 GiB machine's memory by the second round,
-        after which page-cache allocations (efsfuse's reads fill the FUSE
-        mount's page cache; the NFS ceiling reads into one reused buffer)
-        paid for reclaim: efsfuse's cold read back to back with the
-        ceiling's fell from 0.81 of it in the first round to 0.37-0.51 in
-        the next two."""
+        page cache and in the image file's); at the ~8 GiB a full run writes
+        per round, two copies outgrow this 24 GiB machine's memory in the
+        second round, after which page-cache allocations (efsfuse's reads
+        fill the FUSE mount's page cache; the NFS ceiling reads into one
+        reused buffer) pay for reclaim: efsfuse's cold read back to back
+        with the ceiling's fell from 0.81 of it in the first round to
+        0.37-0.51 in the next two (0.73-1.05 with direct I/O)."""
         img = self.work / "disk.img"
         mnt = self.work / "disk"
         mnt.mkdir()
