@@ -322,7 +322,11 @@ static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
         int res = fuse_session_receive_buf(fs->se, buf);
         if (res == -EAGAIN || res == -EINTR)
             return true;
-        if (res == 0 || res == -ENODEV)
+        /* ECONNABORTED: the connection was aborted (through
+         * /sys/fs/fuse/connections, or by the kernel while it tore down an
+         * unmounted connection, as seen once under valgrind). Like the
+         * POLLERR that usually announces either, it ends the session. */
+        if (res == 0 || res == -ENODEV || res == -ECONNABORTED)
             return false; /* unmounted */
         if (res < 0) {
             *result = res;

@@ -227,6 +227,31 @@ def test_signal_unmounts_and_exits_zero(nfs_server, tmp_path, sig):
         m.cleanup()
 
 
+# Needs: an aborted FUSE connection (what an operator does to a hung mount:
+# echo 1 > /sys/fs/fuse/connections/N/abort) ends efsfuse with status 0 and
+# no error logged; the dead mount is left for the operator to unmount, as
+# libfuse cannot tell an abort from an unmount.
+def test_aborted_connection_ends_efsfuse(nfs_server, tmp_path):
+    conns = Path("/sys/fs/fuse/connections")
+    ours = "fusectl" not in Path("/proc/mounts").read_text()
+    if ours:
+        subprocess.run(["mount", "-t", "fusectl", "none", str(conns)], check=True, timeout=30)
+    mnt = tmp_path / "ab"
+    mnt.mkdir()
+    m = Mount(nfs_server, mnt, "/", [], tmp_path / "log")
+    try:
+        name = f"abort-{time.monotonic_ns()}"
+        (mnt / name).write_bytes(b"written before the abort")
+        (conns / str(os.minor(os.stat(mnt).st_dev)) / "abort").write_text("1")
+        assert m.proc.wait(timeout=20) == 0, m.stderr()
+        assert " error " not in m.stderr(), m.stderr()
+        assert (nfs_server.export / name).read_bytes() == b"written before the abort"
+    finally:
+        m.cleanup()
+        if ours:
+            subprocess.run(["umount", str(conns)], timeout=30)
+
+
 # Needs: daemonizing only once the mount is live (fuse_daemonize after mount).
 def test_daemonizes_after_mount_is_live(nfs_server, tmp_path):
     mnt = tmp_path / "d"
