@@ -99,6 +99,28 @@ def machine_busy_s():
     return (user + nice + system + irq + softirq + steal) / os.sysconf("SC_CLK_TCK")
 
 
+def pattern(size):
+    """The bytes the prepared files hold (nfs_ceiling writes the same)."""
+    return bytes((i * 131) & 0xFF for i in range(size))
+
+
+def ceiling_figures(js):
+    """nfs_ceiling's JSON as figures: each key_cpu / key_server_cpu (busy
+    cores while key was measured: the machine's, the server's) becomes
+    key_cpu_us / key_server_cpu_us, CPU microseconds per unit of key."""
+    out = {}
+    for k, v in js.items():
+        for suffix in ("_server_cpu", "_cpu"):
+            if k.endswith(suffix):
+                rate = js.get(k[:-len(suffix)])
+                if rate:
+                    out[k + "_us"] = v / rate * 1e6
+                break
+        else:
+            out[k] = v
+    return out
+
+
 def process_busy_s(pid):
     """CPU-seconds one process (all its threads) has used so far, or None."""
     try:
@@ -529,7 +551,7 @@ class Bench:
         return tb
 
     def make_big_file(self, path, mib):
-        block = bytes((i * 131) & 0xFF for i in range(MIB))
+        block = pattern(MIB)
         with open(path, "wb") as f:
             for _ in range(mib):
                 f.write(block)
@@ -538,7 +560,7 @@ class Bench:
         """n files of `size` bytes named f000000.. in d (created on local disk)."""
         d = Path(d)
         d.mkdir(parents=True, exist_ok=True)
-        data = bytes((i * 131) & 0xFF for i in range(size))
+        data = pattern(size)
         for i in range(n):
             with open(d / f"f{i:06d}", "wb") as f:
                 f.write(data)
@@ -557,18 +579,8 @@ class Bench:
             if r.returncode:
                 self.note(f"nfs_ceiling exited {r.returncode}: {r.stderr.strip()[-200:]}")
             try:
-                js = json.loads(r.stdout)
-                for k, v in js.items():
-                    # busy cores while measured (the machine's, the server's)
-                    # -> CPU microseconds per unit
-                    for suffix in ("_server_cpu", "_cpu"):
-                        if k.endswith(suffix):
-                            rate = js.get(k[:-len(suffix)])
-                            if rate:
-                                self.add("nfs_ceiling", k + "_us", v / rate * 1e6)
-                            break
-                    else:
-                        self.add("nfs_ceiling", k, v)
+                for k, v in ceiling_figures(json.loads(r.stdout)).items():
+                    self.add("nfs_ceiling", k, v)
             except ValueError:
                 self.note("nfs_ceiling printed no JSON")
             self.add("runtime", "nfs_ceiling_s", time.monotonic() - t0)
@@ -817,12 +829,10 @@ class Bench:
                               "--size-mib", str(self.size_mib), "--files", "1",
                               "--dir-entries", "1"], timeout=1800)
                 try:
-                    js = json.loads(r.stdout)
-                    for k in ("seq_write_mibps_qd16", "seq_read_mibps_qd16"):
+                    js = ceiling_figures(json.loads(r.stdout))
+                    for k in ("seq_write_mibps_qd16", "seq_read_mibps_qd16",
+                              "seq_read_mibps_qd16_cpu_us"):
                         self.add("nfs_ceiling_proxy", k, js.get(k))
-                    if js.get("seq_read_mibps_qd16") and js.get("seq_read_mibps_qd16_cpu"):
-                        self.add("nfs_ceiling_proxy", "seq_read_mibps_qd16_cpu_us",
-                                 js["seq_read_mibps_qd16_cpu"] / js["seq_read_mibps_qd16"] * 1e6)
                 except ValueError:
                     self.note(f"nfs_ceiling through the proxy printed no JSON: "
                               f"{r.stderr.strip()[-200:]}")
@@ -999,6 +1009,7 @@ class Bench:
                        F("null_fs", "randread_4k_iops_j1"))
         comp4 = serial(F("nfs_ceiling", "rand_read_4k_iops_qd4"),
                        F("null_fs", "randread_4k_iops_j4"))
+        comp_create = serial(F("nfs_ceiling", "create_per_s_qd1"), F("null_fs", "create_per_s_t1"))
         serial_rows = [
             ("randread 1 job: efsfuse ÷ serial composition of NFS ceiling qd1 and null FS",
              F("efsfuse", "randread_4k_iops_j1"), comp1),
@@ -1011,11 +1022,9 @@ class Bench:
             # OPEN, SETATTR; the CLOSE goes out after the application's
             # close() has returned): the same composition bounds it.
             ("create 1 thread: serial composition of NFS ceiling create qd1 and null FS ÷ ceiling",
-             serial(F("nfs_ceiling", "create_per_s_qd1"), F("null_fs", "create_per_s_t1")),
-             C("create_per_s_qd1", "create_per_s_t1")),
+             comp_create, C("create_per_s_qd1", "create_per_s_t1")),
             ("create 1 thread: efsfuse ÷ serial composition",
-             F("efsfuse", "create_per_s_t1"),
-             serial(F("nfs_ceiling", "create_per_s_qd1"), F("null_fs", "create_per_s_t1"))),
+             F("efsfuse", "create_per_s_t1"), comp_create),
             # Each reader opens, reads and closes one file after another:
             # the ceiling's three calls per file after FUSE's open, read,
             # flush and release.
