@@ -200,12 +200,21 @@ struct fs {
     unsigned background;
     /* FUSE requests taken by fs_req_hold and not yet answered. */
     unsigned requests_waiting;
+    /* The buffer the request being processed was read into (loop.c). */
+    struct fuse_buf *request_buf;
     struct fs_groups groups_cache[FS_GROUPS_CACHED];
 };
 
 /* --- loop.c --- */
 struct fs *fs_from_req(fuse_req_t req);
 double fs_now(void);
+/*
+ * Hands over the buffer the request being processed was read into, when
+ * data (size bytes) lies in it and fills most of it: the caller keeps it
+ * (and frees it) instead of copying the data out, and the loop reads the
+ * next request into a new one. NULL when the data should be copied.
+ */
+char *fs_request_buf_take(struct fs *fs, const char *data, size_t size);
 
 /* --- cred.c --- */
 /* The credentials of the process behind req (or the configured overrides). */

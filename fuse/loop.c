@@ -332,7 +332,9 @@ static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
             *result = res;
             return false;
         }
+        fs->request_buf = buf;
         fuse_session_process_buf(fs->se, buf);
+        fs->request_buf = NULL;
         if (fs->readahead_due) {
             /* The INIT answer was written (and applied) by process_buf. */
             fs->readahead_due = false;
@@ -342,6 +344,28 @@ static bool read_requests(struct fs *fs, struct fuse_buf *buf, int *result)
             return false;
     }
     return true;
+}
+
+char *fs_request_buf_take(struct fs *fs, const char *data, size_t size)
+{
+    struct fuse_buf *buf = fs->request_buf;
+    if (!buf || (buf->flags & FUSE_BUF_IS_FD) || !buf->mem)
+        return NULL;
+    char *base = buf->mem;
+    uintptr_t start = (uintptr_t)base, at = (uintptr_t)data;
+    if (at < start || at - start > buf->size || size > buf->size - (at - start))
+        return NULL;
+    /* libfuse reads up to its own buffer size, which it does not tell;
+     * what it allocated holds at least that much. A buffer kept for a
+     * small write would pin far more memory than the data it holds. */
+    size_t capacity = malloc_usable_size(base);
+    if (size < capacity / 4 * 3)
+        return NULL;
+    char *fresh = malloc(capacity);
+    if (!fresh)
+        return NULL;
+    buf->mem = fresh;
+    return base;
 }
 
 /*
