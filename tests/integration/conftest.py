@@ -127,6 +127,11 @@ def mount_fstype(path):
     return fstype
 
 
+def default_sigint():
+    """In a child before exec: SIGINT back to its default action."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def is_mounted(path, fstype="fuse.efsfuse"):
     return mount_fstype(path) == fstype
 
@@ -356,8 +361,12 @@ class Mount:
         args = list(prefix) + [EFSFUSE, f"{host}:{path}", str(mnt), "-f",
                                "-o", ",".join([f"port={port}"] + list(opts))] + list(extra_args)
         with open(self.log, "wb") as err:
+            # A shell that starts the tests in the background ignores SIGINT
+            # for them, and libfuse leaves an ignored signal ignored: the
+            # signal tests would then wait for an exit that never comes.
             self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL,
-                                         stdout=subprocess.DEVNULL, stderr=err)
+                                         stdout=subprocess.DEVNULL, stderr=err,
+                                         preexec_fn=default_sigint)
         deadline = time.monotonic() + MOUNT_TIMEOUT
         while not is_mounted(self.path):
             if self.proc.poll() is not None:
