@@ -4,9 +4,15 @@
  * compared with. Prints one JSON object.
  *
  *   nfs_ceiling HOST PORT [--size-mib N] [--files N] [--dir-entries N]
+ *                         [--server-pid PID]
+ *   nfs_ceiling HOST PORT --read-file NAME [--depth N]
+ *   nfs_ceiling HOST PORT --write-file NAME [--size-mib N] [--depth N]
+ *                         [--commit-every MIB]
  *
  * Works in a fresh directory "nfs_ceiling.<pid>" under the export root and
- * removes it at the end.
+ * removes it at the end. --read-file reads an existing file of the export
+ * root; --write-file writes a new one there (COMMIT included) and removes
+ * it: the halves of the benchmark's back-to-back pairs with efsfuse.
  */
 #include "common/log.h"
 #include "nfsclient/nfsclient.h"
@@ -186,6 +192,41 @@ static void issue_write(struct pipeline *p, unsigned i)
              p);
 }
 
+/* --commit-every: a COMMIT in the background every `commit_every` MiB
+ * written, one at a time, as efsfuse's write-behind sends them to bound the
+ * data it must keep until the server has it on disk. */
+static unsigned commit_every;
+static unsigned commits_sent;
+static bool commit_in_flight;
+static int commit_error;
+
+static void background_commit_cb(void *arg, const struct nc_reply *r)
+{
+    (void)arg;
+    commit_in_flight = false;
+    if (r->err && !commit_error)
+        commit_error = r->err;
+}
+
+static void write_then_maybe_commit_cb(void *arg, const struct nc_reply *r)
+{
+    struct pipeline *p = arg;
+    struct io_state *s = p->state;
+    if (!r->err && !commit_in_flight && p->completed + 1 >= (commits_sent + 1) * commit_every) {
+        commits_sent++;
+        commit_in_flight = true;
+        nc_commit(client, &cred, s->open, background_commit_cb, NULL);
+    }
+    pipeline_complete(p, r->err);
+}
+
+static void issue_write_committing(struct pipeline *p, unsigned i)
+{
+    struct io_state *s = p->state;
+    nc_write(client, &cred, s->open, (uint64_t)i * s->size, payload, s->size, false,
+             write_then_maybe_commit_cb, p);
+}
+
 static void issue_read(struct pipeline *p, unsigned i)
 {
     struct io_state *s = p->state;
@@ -216,16 +257,30 @@ static void close_file(struct nc_open *open)
     wait_for(&s);
 }
 
-static double seq_write(unsigned mib, unsigned depth)
+/* Writes `mib` MiB of a file (created, or truncated) in the directory dir,
+ * with `depth` 1 MiB WRITEs in flight, then COMMITs and closes: MiB/s. */
+static double write_and_commit(const struct nc_fh *dir, const char *name, unsigned mib,
+                               unsigned depth)
 {
     /* A fresh file every time, as `dd of=` through the mount writes: the
      * server allocates its blocks again instead of overwriting them. */
-    struct io_state st = {
-        .open = open_file("seq", NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_TRUNC),
-        .size = 1u << 20};
-    struct pipeline p = {.total = mib, .depth = depth, .issue = issue_write, .state = &st};
+    struct sync_result o = {0};
+    nc_open(client, &cred, dir, name, NULL,
+            NC_OPEN_READ | NC_OPEN_WRITE | NC_OPEN_CREATE | NC_OPEN_TRUNC, 0644, sync_cb, &o);
+    wait_for(&o);
+    if (o.reply.err)
+        die(name, o.reply.err);
+    struct io_state st = {.open = o.open, .size = 1u << 20};
+    struct pipeline p = {.total = mib,
+                         .depth = depth,
+                         .issue = commit_every ? issue_write_committing : issue_write,
+                         .state = &st};
     double t0 = now_s();
     pipeline_run(&p, "write");
+    while (commit_in_flight)
+        nc_client_run_once(client, 1000);
+    if (commit_error)
+        die("commit", commit_error);
     struct sync_result s = {0};
     nc_commit(client, &cred, st.open, sync_cb, &s);
     wait_for(&s);
@@ -234,6 +289,11 @@ static double seq_write(unsigned mib, unsigned depth)
     double elapsed = now_s() - t0;
     close_file(st.open);
     return mib / elapsed;
+}
+
+static double seq_write(unsigned mib, unsigned depth)
+{
+    return write_and_commit(&workdir, "seq", mib, depth);
 }
 
 /* Reads the first `mib` MiB of an open file with `depth` 1 MiB READs in
@@ -433,22 +493,29 @@ static double readdir_time(unsigned *count)
     return now_s() - t0;
 }
 
-static void remove_name(const char *name)
+static void remove_name_in(const struct nc_fh *dir, const char *name)
 {
     struct sync_result s = {0};
-    nc_remove(client, &cred, &workdir, name, sync_cb, &s);
+    nc_remove(client, &cred, dir, name, sync_cb, &s);
     wait_for(&s);
+}
+
+static void remove_name(const char *name)
+{
+    remove_name_in(&workdir, name);
 }
 
 int main(int argc, char **argv)
 {
     if (argc < 3) {
         fprintf(stderr, "usage: nfs_ceiling HOST PORT [--size-mib N] [--files N] "
-                        "[--dir-entries N] [--server-pid PID] [--read-file NAME [--depth N]]\n");
+                        "[--dir-entries N] [--server-pid PID] [--read-file NAME [--depth N]]\n"
+                        "       [--write-file NAME [--size-mib N] [--depth N] "
+                        "[--commit-every MIB]]\n");
         return 2;
     }
     unsigned size_mib = 1024, files = 5000, dir_entries = 10000, depth = 16;
-    const char *read_file = NULL;
+    const char *read_file = NULL, *write_file = NULL;
     for (int i = 3; i < argc; i += 2) {
         if (i + 1 == argc) {
             fprintf(stderr, "nfs_ceiling: %s needs a value\n", argv[i]);
@@ -464,6 +531,10 @@ int main(int argc, char **argv)
             server_pid = atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--read-file") == 0)
             read_file = argv[i + 1];
+        else if (strcmp(argv[i], "--write-file") == 0)
+            write_file = argv[i + 1];
+        else if (strcmp(argv[i], "--commit-every") == 0)
+            commit_every = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--depth") == 0)
             depth = (unsigned)atoi(argv[i + 1]);
         else {
@@ -489,6 +560,22 @@ int main(int argc, char **argv)
 
     struct nc_fh root;
     nc_client_root(client, &root, NULL);
+    if (write_file) {
+        char key[64];
+        snprintf(key, sizeof(key), "write_file_mibps_qd%u", depth ? depth : 1);
+        double v = write_and_commit(&root, write_file, size_mib, depth ? depth : 1);
+        /* Removed through the server: a file deleted behind nfs-ganesha's
+         * back stays in its cache, and the next OPEN of the name would
+         * reach the deleted inode. */
+        remove_name_in(&root, write_file);
+        printf("{\n");
+        print_figure(key, "%.1f", v);
+        printf("  \"commits\": %u,\n  \"size_mib\": %u\n}\n", commits_sent + 1, size_mib);
+        free(payload);
+        nc_client_shutdown(client);
+        nc_client_free(client);
+        return 0;
+    }
     if (read_file) {
         char key[64];
         snprintf(key, sizeof(key), "read_file_mibps_qd%u", depth ? depth : 1);
