@@ -785,13 +785,19 @@ class Bench:
         file seconds later took ~300 MiB/s against ~1,100 for rewriting an
         existing one, and so did the ceiling's own writes into new files.
         Here both write a new file, which each removes through the server
-        right after; an untimed write of the same size goes first, so that
-        both timed writes follow a freshly freed file."""
+        right after; an untimed write of the same size goes first.
+
+        Each side runs twice per round, in the order A B B A (A alternating
+        between rounds), and the round's figure is the mean of its two: the
+        step that came second in a pair was often the slow one, whichever
+        client it was (write pairs of one round: ceiling 906 then efsfuse
+        494 MiB/s; efsfuse 894 then ceiling 216), which a single pair per
+        round with 3 rounds would weigh 2 to 1 against one side."""
         if not (self.available(EFSFUSE, "efsfuse") and self.available(NFS_CEILING, "nfs_ceiling")):
             return
         log(f"run {run_no}: seq read cold and seq write, efsfuse and nfs_ceiling back to back")
         mnt = self.work / "mnt-paired"
-        figures = {}
+        figures = {}  # "write efsfuse": [MiB/s, MiB/s]
 
         def ceiling_json(argv, what):
             r = self.run([str(NFS_CEILING), "127.0.0.1", str(self.port), *argv], timeout=900)
@@ -807,26 +813,27 @@ class Bench:
 
         def read_ceiling():
             self.warm_server_copies(self.export, [PAIRED_FILE])
-            figures["read ceiling"] = ceiling_json(
+            figures.setdefault("read ceiling", []).append(ceiling_json(
                 ["--read-file", PAIRED_FILE, "--depth", "16"],
-                "--read-file").get("read_file_mibps_qd16")
+                "--read-file").get("read_file_mibps_qd16"))
 
         def read_efsfuse():
             self.warm_server_copies(self.export, [PAIRED_FILE])
             p, _ = self.mount("efsfuse", mnt)
             try:
-                figures["read efsfuse"] = self.dd_read(mnt / PAIRED_FILE)
+                figures.setdefault("read efsfuse", []).append(self.dd_read(mnt / PAIRED_FILE))
             finally:
                 self.unmount(mnt, p)
 
         def write_ceiling():
-            figures["write ceiling"] = ceiling_write(PAIRED_WRITES["ceiling"])
+            figures.setdefault("write ceiling", []).append(
+                ceiling_write(PAIRED_WRITES["ceiling"]))
 
         def write_efsfuse():
             p, _ = self.mount("efsfuse", mnt)
             try:
                 f = mnt / PAIRED_WRITES["efsfuse"]
-                figures["write efsfuse"] = self.dd_write(f)
+                figures.setdefault("write efsfuse", []).append(self.dd_write(f))
                 os.unlink(f)
             finally:
                 self.unmount(mnt, p)
@@ -835,11 +842,17 @@ class Bench:
         for first, second in pairs:
             if first is write_ceiling:
                 ceiling_write(PAIRED_WRITES["warm-up"])
-            for step in ((first, second) if run_no % 2 else (second, first)):
+            a, b = (first, second) if run_no % 2 else (second, first)
+            for step in (a, b, b, a):
                 step()
+
+        def mean_of_two(key):
+            v = figures.get(key, [])
+            return statistics.mean(v) if len(v) == 2 and all(v) else None
+
         for kind, unit_key, ceiling_key in (("read", "seq_read_cold", "read_file_mibps_qd16"),
                                             ("write", "seq_write", "write_file_mibps_qd16")):
-            ceiling, efsfuse = figures.get(f"{kind} ceiling"), figures.get(f"{kind} efsfuse")
+            ceiling, efsfuse = mean_of_two(f"{kind} ceiling"), mean_of_two(f"{kind} efsfuse")
             if ceiling and efsfuse:
                 self.add("nfs_ceiling_paired", ceiling_key, ceiling)
                 self.add("efsfuse_paired", f"{unit_key}_mibps", efsfuse)
