@@ -643,8 +643,8 @@ void fs_writes_free(struct fs *fs)
 
 /* Accounts a write to the mount's bounds and the inode's size and idleness.
  * One that is a whole FUSE request (whole) may keep the request's buffer
- * instead of a copy: a memcpy that was a seventh of efsfuse's CPU time in
- * a sequential write. */
+ * instead of a copy: that memcpy was 14 % of efsfuse's perf samples in a
+ * 1 GiB sequential write. */
 static struct fs_write *write_new(struct fs *fs, struct fs_file *file, uint64_t offset,
                                   const char *data, uint32_t size, bool whole)
 {
