@@ -35,6 +35,7 @@ struct open_ctx {
     uint32_t flags; /* NC_OPEN_* */
     uint32_t mode;
     bool create;
+    bool snapshot; /* read whole without open state (nc_snapshot) */
     bool had_attr;
     struct nc_attr before;
     unsigned tries;
@@ -68,9 +69,19 @@ static void file_free(struct fs *fs, struct fs_file *file)
         fs->files = file->next;
     if (file->next)
         file->next->prev = file->prev;
+    fs_file_drop_prefetch(fs, file);
     fs_inode_unref(fs, file->inode);
-    free(file->prefetch);
     free(file);
+}
+
+void fs_file_drop_prefetch(struct fs *fs, struct fs_file *file)
+{
+    if (file->snapshot)
+        fs->snapshot_bytes -= file->prefetch_len;
+    free(file->prefetch);
+    file->prefetch = NULL;
+    file->has_prefetch = false;
+    file->snapshot = false;
 }
 
 static uint32_t open_flags(int flags)
@@ -121,6 +132,24 @@ static bool want_prefetch(const struct fs_inode *inode, int flags)
            !inode->size_changes;
 }
 
+/*
+ * A small file opened for reading needs no open state at all when it fits
+ * in one READ: nc_snapshot reads it whole (checking access as the OPEN
+ * would) and the file keeps the content for as long as it is open, so that
+ * it stays readable whatever happens to it on the server, as open state
+ * would have guaranteed. That saves the OPEN and the CLOSE, two of the
+ * three requests such a file costs and the server's heaviest. Not for
+ * O_DIRECT, whose readers expect each read to ask the server; and within a
+ * memory budget, beyond which files are opened with open state.
+ */
+#define FS_SNAPSHOT_BUDGET (16u << 20)
+
+static bool want_snapshot(const struct fs *fs, const struct fs_inode *inode, int flags)
+{
+    return want_prefetch(inode, flags) && !(flags & O_DIRECT) &&
+           fs->snapshot_bytes + NC_OPEN_PREFETCH_MAX <= FS_SNAPSHOT_BUDGET;
+}
+
 static void open_done(void *arg, const struct nc_reply *r);
 
 /* Opens the file by the latest name we know it under. */
@@ -169,7 +198,7 @@ static bool open_retry(struct open_ctx *ctx)
     return true;
 }
 
-static void keep_prefetch(struct fs_file *file, const struct open_ctx *ctx,
+static void keep_prefetch(struct fs *fs, struct fs_file *file, const struct open_ctx *ctx,
                           const struct nc_reply *r)
 {
     if (!(ctx->flags & NC_OPEN_PREFETCH) || (!r->count && !r->eof))
@@ -183,6 +212,30 @@ static void keep_prefetch(struct fs_file *file, const struct open_ctx *ctx,
     file->prefetch_eof = r->eof;
     file->prefetch_version = ctx->data_version;
     file->has_prefetch = true;
+    if (ctx->snapshot) {
+        file->snapshot = true;
+        file->prefetch_change = r->attr.change;
+        fs->snapshot_bytes += r->count;
+    }
+}
+
+static void open_established(struct open_ctx *ctx, struct fs_inode *inode, struct nc_open *open,
+                             const struct nc_reply *r);
+
+/*
+ * Puts a snapshot into the kernel's page cache before the open is
+ * answered, so that the reader's first read finds it there instead of
+ * asking us: one FUSE round trip less per small file. Only when the open
+ * keeps the cache (else it would drop the pages again).
+ */
+static void store_snapshot(struct fs *fs, struct fs_inode *inode, const struct fs_file *file)
+{
+    struct fuse_bufvec buf = FUSE_BUFVEC_INIT(file->prefetch_len);
+    buf.buf[0].mem = file->prefetch;
+    int rc = fuse_lowlevel_notify_store(fs->se, fs_inode_ino(fs, inode), 0, &buf, 0);
+    if (rc != 0 && rc != -ENOENT)
+        elog_debug(FS_COMPONENT, "storing a small file in the page cache failed: %s",
+                   strerror(-rc));
 }
 
 static void open_done(void *arg, const struct nc_reply *r)
@@ -220,6 +273,15 @@ static void open_done(void *arg, const struct nc_reply *r)
             return;
         }
     }
+    open_established(ctx, inode, r->open, r);
+}
+
+/* Answers the kernel with a file on open (NULL for a snapshot) and the
+ * reply's attributes and data. */
+static void open_established(struct open_ctx *ctx, struct fs_inode *inode, struct nc_open *open,
+                             const struct nc_reply *r)
+{
+    struct fs *fs = ctx->fs;
     struct fuse_file_info *fi = &ctx->fi;
     /* Keep cached pages only if nobody changed the file since we last looked. */
     bool changed = ctx->had_attr && r->has_attr && !same_version(&ctx->before, &r->attr);
@@ -239,15 +301,17 @@ static void open_done(void *arg, const struct nc_reply *r)
         fs_inode_set_attr(fs, inode, &r->attr, ctx->stamp);
     if (ctx->create)
         fs_inode_add_name(fs, inode, ctx->dir, ctx->name);
-    struct fs_file *file = file_new(fs, inode, r->open, &ctx->cred, fi->flags);
+    struct fs_file *file = file_new(fs, inode, open, &ctx->cred, fi->flags);
     if (!file) {
-        nc_close(fs->nc, r->open, NULL, NULL);
+        nc_close(fs->nc, open, NULL, NULL);
         fs_inode_put_if_unused(fs, inode);
         fs_reply_err(&ctx->req, -ENOMEM);
         open_ctx_free(ctx);
         return;
     }
-    keep_prefetch(file, ctx, r);
+    keep_prefetch(fs, file, ctx, r);
+    if (file->snapshot && fi->keep_cache && file->prefetch_len)
+        store_snapshot(fs, inode, file);
     fi->fh = (uint64_t)(uintptr_t)file;
     int rc = ctx->create ? fs_reply_create(&ctx->req, inode, fi) : fs_reply_open(&ctx->req, fi);
     if (rc != 0) {
@@ -256,6 +320,24 @@ static void open_done(void *arg, const struct nc_reply *r)
         file_free(fs, file);
     }
     open_ctx_free(ctx);
+}
+
+static void snapshot_done(void *arg, const struct nc_reply *r)
+{
+    struct open_ctx *ctx = arg;
+    if (r->err == -EOPNOTSUPP || (!r->err && (!r->eof || !r->has_attr))) {
+        /* No reads without state here, or the file has grown past one READ. */
+        ctx->snapshot = false;
+        open_send(ctx);
+        return;
+    }
+    if (r->err) {
+        /* A stale handle: the kernel looks the name up again. */
+        fs_reply_err(&ctx->req, r->err == -ENOENT ? -ESTALE : r->err);
+        open_ctx_free(ctx);
+        return;
+    }
+    open_established(ctx, ctx->inode, NULL, r);
 }
 
 static struct open_ctx *open_ctx_new(fuse_req_t req, struct fs_inode *inode,
@@ -294,6 +376,14 @@ void fs_op_open(fuse_req_t req, fuse_ino_t ino, struct fuse_file_info *fi)
     }
     ctx->had_attr = inode->has_attr;
     ctx->before = inode->attr;
+    if (want_snapshot(fs, inode, fi->flags)) {
+        ctx->snapshot = true;
+        ctx->flags |= NC_OPEN_PREFETCH;
+        ctx->stamp = fs_attr_stamp(fs);
+        ctx->data_version = inode->data_version;
+        nc_snapshot(fs->nc, &ctx->cred, &inode->fh, NC_OPEN_PREFETCH_MAX, snapshot_done, ctx);
+        return;
+    }
     open_send(ctx);
 }
 
@@ -331,6 +421,65 @@ void fs_op_create(fuse_req_t req, fuse_ino_t parent, const char *name, mode_t mo
     ctx->stamp = fs_attr_stamp(fs);
     fs_dircache_change_start(dir);
     nc_open(fs->nc, &ctx->cred, &dir->fh, ctx->name, NULL, ctx->flags, ctx->mode, open_done, ctx);
+}
+
+/* --- open state for a file opened without it --- */
+
+struct state_ctx {
+    struct fs *fs;
+    struct fs_file *file;
+    struct fs_inode *dir;
+    char *name;
+    void (*done)(struct fs *, void *, int);
+    void *arg;
+};
+
+static void state_done(void *arg, const struct nc_reply *r)
+{
+    struct state_ctx *ctx = arg;
+    struct fs *fs = ctx->fs;
+    struct fs_file *file = ctx->file;
+    int err = r->err == -ENOENT ? -ESTALE : r->err;
+    if (!err && file->open)
+        nc_close(fs->nc, r->open, NULL, NULL); /* another lock request got one first */
+    else if (!err)
+        file->open = r->open;
+    void (*done)(struct fs *, void *, int) = ctx->done;
+    void *done_arg = ctx->arg;
+    fs_inode_unref(fs, ctx->dir);
+    free(ctx->name);
+    free(ctx);
+    done(fs, done_arg, err);
+}
+
+void fs_file_need_state(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *, int),
+                        void *arg)
+{
+    if (file->open) {
+        done(fs, arg, 0);
+        return;
+    }
+    struct fs_name *n = file->inode->names;
+    if (!n) {
+        done(fs, arg, -ESTALE);
+        return;
+    }
+    struct state_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx || !(ctx->name = strdup(n->name))) {
+        free(ctx);
+        done(fs, arg, -ENOMEM);
+        return;
+    }
+    ctx->fs = fs;
+    ctx->file = file;
+    ctx->dir = n->dir;
+    fs_inode_ref(ctx->dir);
+    ctx->done = done;
+    ctx->arg = arg;
+    /* The same user's open of the file, if there is one, is shared (and
+     * with it the lock owners of the other descriptors). */
+    nc_open(fs->nc, &file->cred, &ctx->dir->fh, ctx->name, &file->inode->fh, NC_OPEN_READ, 0,
+            state_done, ctx);
 }
 
 /* --- flush / fsync / release: wait, COMMIT, report --- */

@@ -132,12 +132,15 @@ struct fs_file {
     unsigned nlock_owners;
     /* The start of the file, read along with the OPEN (NC_OPEN_PREFETCH),
      * until a read takes it; valid while inode->data_version is
-     * prefetch_version (read.c). */
+     * prefetch_version (read.c). A file opened without open state (open
+     * NULL, see file.c) keeps its whole content here for its lifetime. */
     bool has_prefetch;
+    bool snapshot;  /* the prefetch counts in fs->snapshot_bytes */
     char *prefetch; /* NULL when empty */
     uint32_t prefetch_len;
     bool prefetch_eof;
     uint64_t prefetch_version;
+    uint64_t prefetch_change; /* a snapshot's: the file's change attribute */
 };
 
 /* A write whose answer to the kernel waits for the mount's bound. */
@@ -191,6 +194,7 @@ struct fs {
     struct fs_inode *dirty_inodes;
     struct fs_inode *pressure_inode; /* being committed to get under the bound */
     struct fs_file *files;
+    size_t snapshot_bytes; /* held by files opened without open state */
     struct fs_lock_wait *lock_waits;
     /* Open directories: a releasedir still queued when the session ends
      * never comes, so exit frees what is left (dir.c). */
@@ -354,6 +358,13 @@ void fs_writes_size_change_start(struct fs_inode *inode);
 void fs_writes_size_change_done(struct fs *fs, struct fs_inode *inode, bool ok, uint64_t size,
                                 uint64_t watermark);
 /* The file's sends are over: calls fn now or when its last one is answered. */
+/* Gives a file opened without open state (a snapshot, file.c) an NFS open,
+ * which locks need; done(fs, arg, 0 or -errno) runs once it has one (at
+ * once if it had). */
+void fs_file_need_state(struct fs *fs, struct fs_file *file, void (*done)(struct fs *, void *, int),
+                        void *arg);
+/* Frees what was read along with the open (file.c). */
+void fs_file_drop_prefetch(struct fs *fs, struct fs_file *file);
 void fs_file_when_unused(struct fs *fs, struct fs_file *file, void (*fn)(struct fs *, void *),
                          void *arg);
 /* Frees what is retained (at exit, once nothing is in flight). */

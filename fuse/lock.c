@@ -46,6 +46,10 @@ static void remember_owner(struct fs_file *file, uint64_t owner)
 struct getlk_ctx {
     fuse_req_t req;
     struct flock fl;
+    struct fs_file *file;
+    uint64_t owner;
+    struct nc_lock nl;
+    struct nc_cred cred;
 };
 
 static void getlk_done(void *arg, const struct nc_reply *r)
@@ -69,6 +73,17 @@ static void getlk_done(void *arg, const struct nc_reply *r)
     free(ctx);
 }
 
+static void getlk_send(struct fs *fs, void *arg, int err)
+{
+    struct getlk_ctx *ctx = arg;
+    if (err) {
+        struct nc_reply failed = {.err = err};
+        getlk_done(ctx, &failed);
+        return;
+    }
+    nc_lock_test(fs->nc, &ctx->cred, ctx->file->open, ctx->owner, &ctx->nl, getlk_done, ctx);
+}
+
 void fs_op_getlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi,
                  struct flock *lock)
 {
@@ -86,9 +101,11 @@ void fs_op_getlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info
     }
     fs_req_hold(&ctx->req, req);
     ctx->fl = *lock;
-    struct nc_cred cred;
-    fs_req_cred(fs, req, &cred);
-    nc_lock_test(fs->nc, &cred, file->open, fi->lock_owner, &nl, getlk_done, ctx);
+    ctx->file = file;
+    ctx->owner = fi->lock_owner;
+    ctx->nl = nl;
+    fs_req_cred(fs, req, &ctx->cred);
+    fs_file_need_state(fs, file, getlk_send, ctx);
 }
 
 /* --- setlk / setlkw / flock --- */
@@ -101,6 +118,12 @@ void fs_op_getlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info
 struct fs_lock_wait {
     fuse_req_t req;
     struct fs *fs;
+    struct fs_file *file;
+    uint64_t owner;
+    short type;
+    struct nc_lock nl;
+    bool sleep;
+    struct nc_cred cred;
     struct nc_lock_wait *wait; /* while nc_lock waits for the lock */
     struct fs_lock_wait *next;
     struct fs_lock_wait *prev;
@@ -151,6 +174,8 @@ void fs_locks_cancel_waits(struct fs *fs)
     }
 }
 
+static void set_lock_send(struct fs *fs, void *arg, int err);
+
 static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short type,
                      const struct nc_lock *nl, bool wait)
 {
@@ -169,15 +194,32 @@ static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short
     }
     fs_req_hold(&ctx->req, req);
     ctx->fs = fs;
-    struct nc_cred cred;
-    fs_req_cred(fs, req, &cred);
-    if (type == F_UNLCK) {
-        nc_unlock(fs->nc, &cred, file->open, owner, nl, setlk_done, ctx);
+    ctx->file = file;
+    ctx->owner = owner;
+    ctx->type = type;
+    ctx->nl = *nl;
+    ctx->sleep = wait;
+    fs_req_cred(fs, req, &ctx->cred);
+    fs_file_need_state(fs, file, set_lock_send, ctx);
+}
+
+static void set_lock_send(struct fs *fs, void *arg, int err)
+{
+    struct fs_lock_wait *ctx = arg;
+    struct fs_file *file = ctx->file;
+    if (err) {
+        struct nc_reply failed = {.err = err};
+        setlk_done(ctx, &failed);
         return;
     }
-    remember_owner(file, owner);
-    struct nc_lock_wait *w = nc_lock(fs->nc, &cred, file->open, owner, nl, wait, setlk_done, ctx);
-    if (!wait || !w)
+    if (ctx->type == F_UNLCK) {
+        nc_unlock(fs->nc, &ctx->cred, file->open, ctx->owner, &ctx->nl, setlk_done, ctx);
+        return;
+    }
+    remember_owner(file, ctx->owner);
+    struct nc_lock_wait *w =
+        nc_lock(fs->nc, &ctx->cred, file->open, ctx->owner, &ctx->nl, ctx->sleep, setlk_done, ctx);
+    if (!ctx->sleep || !w)
         return;
     ctx->wait = w;
     ctx->next = fs->lock_waits;
@@ -185,7 +227,7 @@ static void set_lock(fuse_req_t req, struct fs_file *file, uint64_t owner, short
         ctx->next->prev = ctx;
     fs->lock_waits = ctx;
     /* May call setlk_interrupted at once if the caller was already interrupted. */
-    fuse_req_interrupt_func(req, setlk_interrupted, ctx);
+    fuse_req_interrupt_func(ctx->req, setlk_interrupted, ctx);
 }
 
 void fs_op_setlk(fuse_req_t req, fuse_ino_t ino FS_UNUSED, struct fuse_file_info *fi,

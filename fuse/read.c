@@ -41,8 +41,12 @@ static void part_send(struct read_part *part)
 {
     struct read_ctx *ctx = part->ctx;
     ctx->parts++;
-    nc_read(ctx->fs->nc, &ctx->file->cred, ctx->file->open, part->offset, part->count, part_done,
-            part);
+    struct fs_file *file = ctx->file;
+    if (file->open)
+        nc_read(ctx->fs->nc, &file->cred, file->open, part->offset, part->count, part_done, part);
+    else
+        nc_read_stateless(ctx->fs->nc, &file->cred, &file->inode->fh, part->offset, part->count,
+                          part_done, part);
 }
 
 static void read_finish(struct read_ctx *ctx)
@@ -132,20 +136,25 @@ static void read_start(struct fs *fs, void *arg)
  * covers a small file whole): later reads go to the server, so that a
  * process polling with O_DIRECT sees other clients' changes.
  */
-static bool read_prefetched(fuse_req_t req, struct fs_file *file, size_t size, uint64_t offset)
+static bool read_prefetched(struct fs *fs, fuse_req_t req, struct fs_file *file, size_t size,
+                            uint64_t offset)
 {
     if (!file->has_prefetch)
         return false;
     uint64_t len = file->prefetch_len;
-    bool usable = file->prefetch_version == file->inode->data_version && offset <= len &&
-                  (offset + size <= len || file->prefetch_eof);
+    /* A snapshot also goes old when the file's attributes, revalidated
+     * since, show another client's change: a reader polling a file that
+     * grows (tail -f) must see what was added. */
+    bool current = file->prefetch_version == file->inode->data_version &&
+                   (!file->snapshot || file->inode->attr.change == file->prefetch_change);
+    bool usable = current && offset <= len && (offset + size <= len || file->prefetch_eof);
     if (usable) {
         size_t n = offset + size <= len ? size : (size_t)(len - offset);
         fuse_reply_buf(req, n ? file->prefetch + offset : NULL, n);
     }
-    free(file->prefetch);
-    file->prefetch = NULL;
-    file->has_prefetch = false;
+    /* A snapshot stands in for open state: it goes only when it is old. */
+    if (!file->snapshot || !current)
+        fs_file_drop_prefetch(fs, file);
     return usable;
 }
 
@@ -158,7 +167,7 @@ void fs_op_read(fuse_req_t req, fuse_ino_t ino FS_UNUSED, size_t size, off_t off
         fuse_reply_buf(req, NULL, 0);
         return;
     }
-    if (read_prefetched(req, file, size, (uint64_t)off))
+    if (read_prefetched(fs, req, file, size, (uint64_t)off))
         return;
     struct read_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {

@@ -650,7 +650,8 @@ struct io_ctx {
     unsigned epoch; /* of the stateid sent */
     unsigned recoveries;
     struct nc_cred cred;
-    struct nc_open *open; /* a reference */
+    struct nc_open *open; /* a reference; NULL: a stateless read of fh */
+    struct nc_fh fh;
     uint64_t offset;
     uint32_t count;
     const void *data; /* the caller's: valid until the callback */
@@ -686,7 +687,7 @@ static void io_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
         goto out;
     }
     if (res->status != NFS4_OK) {
-        if (nc_status_lost_stateid(res->status) && !c->shutting_down &&
+        if (ctx->open && nc_status_lost_stateid(res->status) && !c->shutting_down &&
             ctx->recoveries < IO_MAX_RECOVERIES) {
             /* The server forgot the state the call was sent with: recover it
              * (unless that is under way or done since) and send it again. */
@@ -740,6 +741,18 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
     struct nc_open *open = ctx->open;
     if (c->shutting_down) {
         io_fail(c, ctx, -ECANCELED);
+        return;
+    }
+    if (!open) {
+        struct nc_compound cp;
+        nc_compound_init(&cp, "read");
+        nc_op_putfh(&cp, &ctx->fh);
+        nfs_argop4 *a = nc_compound_add(&cp, OP_READ);
+        memset(&a->nfs_argop4_u.opread.stateid, 0, sizeof(a->nfs_argop4_u.opread.stateid));
+        a->nfs_argop4_u.opread.offset = ctx->offset;
+        a->nfs_argop4_u.opread.count = ctx->count;
+        nc_send(c, &ctx->cred, &cp, io_done, ctx);
+        nc_compound_free(&cp);
         return;
     }
     if (open->dead_err) {
@@ -819,6 +832,25 @@ void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *op
     if (count > c->max_read)
         count = c->max_read;
     io_start(c, cred, open, OP_READ, offset, NULL, count, false, cb, arg);
+}
+
+void nc_read_stateless(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
+                       uint64_t offset, uint32_t count, nc_callback cb, void *arg)
+{
+    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
+    if (!ctx) {
+        nc_defer_error(c, cb, arg, -ENOMEM);
+        return;
+    }
+    ctx->park.resume = io_resume;
+    ctx->cb = cb;
+    ctx->arg = arg;
+    ctx->op = OP_READ;
+    ctx->cred = *cred;
+    ctx->fh = *fh;
+    ctx->offset = offset;
+    ctx->count = count > c->max_read ? c->max_read : count;
+    io_send(c, ctx);
 }
 
 void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,

@@ -326,6 +326,19 @@ const struct nc_fh *nc_open_fh(const struct nc_open *open);
 /* data, count, eof. count may be less than asked for only at eof. */
 void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open, uint64_t offset,
              uint32_t count, nc_callback cb, void *arg);
+/* nc_read without open state (the anonymous stateid), for files read
+ * through nc_snapshot(). */
+void nc_read_stateless(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
+                       uint64_t offset, uint32_t count, nc_callback cb, void *arg);
+/*
+ * Reads the first count bytes (at most the server's maximum) of a file
+ * without opening it, after checking that cred may read it: has_attr/attr
+ * (taken before the READ), data, count, eof. -EACCES when cred may not
+ * read it; -EOPNOTSUPP when the server refuses reads without open state
+ * (then from now on, without a round trip): open it instead.
+ */
+void nc_snapshot(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
+                 uint32_t count, nc_callback cb, void *arg);
 /*
  * written, verifier, stable, attr (when the server gave it). The data must
  * stay valid and unchanged until the callback runs: after a server restart
