@@ -220,8 +220,10 @@ uint32_t nc_client_max_read(const struct nc_client *client);
 uint32_t nc_client_max_write(const struct nc_client *client);
 
 /*
- * Event loop integration. nc_client_pollfds() fills up to max entries of
- * fds (fd + events) and returns how many it used; nc_client_timeout_ms()
+ * Event loop integration. nc_client_pollfds() sends the calls made since
+ * the last wait (together, which saves system calls under load: call it
+ * right before waiting), fills up to max entries of fds (fd + events) and
+ * returns how many it used; nc_client_timeout_ms()
  * says how long the caller may sleep at most (-1: no timer pending). After
  * poll(), pass the same entries (with revents) to nc_client_dispatch(),
  * which also runs due timers. Callbacks run inside nc_client_dispatch().

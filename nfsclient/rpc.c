@@ -518,8 +518,9 @@ static int queue_call(struct nc_rpc *rpc, struct nc_call *call)
         call->queued_at = nc_now_ms();
     call->xid = rpc->next_xid++;
     put_be32(call->msg + 4, call->xid);
+    /* Sent when the loop is about to wait (nc_rpc_pollfd): the calls that
+     * one turn of the loop makes go out in one sendmsg. */
     call_link(rpc, call);
-    try_send(rpc);
     return 0;
 }
 
@@ -863,6 +864,8 @@ int nc_rpc_pollfd(struct nc_rpc *rpc, struct pollfd *pfd)
 {
     if (rpc->fd < 0)
         return 0;
+    if (rpc->state == CONN_UP && rpc->send_next)
+        try_send(rpc);
     pfd->fd = rpc->fd;
     pfd->events = POLLIN;
     bool can_send =
