@@ -353,7 +353,8 @@ enum meta_kind {
     META_STAT,
     META_FILL,          /* untimed: gives each file the 4 KiB the reads expect */
     META_OPEN_READ,     /* OPEN, READ 4 KiB, CLOSE: three round trips */
-    META_OPEN_PREFETCH, /* OPEN+READ in one compound, CLOSE: what efsfuse sends */
+    META_OPEN_PREFETCH, /* OPEN+READ in one compound, CLOSE */
+    META_SNAPSHOT,      /* ACCESS+GETATTR+READ without open state: what efsfuse sends */
     META_UNLINK,
 };
 #define SMALL_FILE_BYTES 4096u
@@ -409,6 +410,9 @@ static void meta_advance(struct meta_op *op)
         else
             nc_close(client, op->open, meta_step, op);
         break;
+    case META_SNAPSHOT:
+        nc_snapshot(client, &cred, &file_fhs[op->index], SMALL_FILE_BYTES, meta_step, op);
+        break;
     case META_UNLINK:
         nc_remove(client, &cred, &workdir, name, meta_step, op);
         break;
@@ -438,8 +442,9 @@ static void meta_step(void *arg, const struct nc_reply *r)
         file_fhs[op->index] = r->fh;
     int err = r->err;
     /* The reads must have read the file, or the figure measures nothing. */
-    bool read_step = (meta_kind == META_OPEN_READ && op->step == 1) ||
-                     (meta_kind == META_OPEN_PREFETCH && op->step == 0);
+    bool read_step =
+        (meta_kind == META_OPEN_READ && op->step == 1) ||
+        ((meta_kind == META_OPEN_PREFETCH || meta_kind == META_SNAPSHOT) && op->step == 0);
     if (!err && read_step && r->count != SMALL_FILE_BYTES)
         err = -EIO;
     op->step++;
@@ -626,6 +631,9 @@ int main(int argc, char **argv)
         print_figure(key, "%.0f", v);
         v = meta_rate(META_OPEN_PREFETCH, files, qd);
         snprintf(key, sizeof(key), "open_read_close_compound_per_s_qd%u", qd);
+        print_figure(key, "%.0f", v);
+        v = meta_rate(META_SNAPSHOT, files, qd);
+        snprintf(key, sizeof(key), "snapshot_per_s_qd%u", qd);
         print_figure(key, "%.0f", v);
         printf("  \"unlink_per_s_qd%u\": %.0f,\n", qd, meta_rate(META_UNLINK, files, qd));
     }

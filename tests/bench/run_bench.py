@@ -1122,11 +1122,15 @@ class Bench:
              F("nfs_ceiling", "create_per_s_qd8"), F("nfs_ceiling", "create_per_s_qd1")),
             ("create 8 threads: efsfuse ÷ NFS ceiling qd8",
              F("efsfuse", "create_per_s_t8"), F("nfs_ceiling", "create_per_s_qd8")),
-            # efsfuse reads a small file in its OPEN's compound; the target's
-            # ceiling sends OPEN, READ and CLOSE as three calls.
+            # efsfuse reads a small file whole without open state (one
+            # compound after the LOOKUP); the target's ceiling sends OPEN,
+            # READ and CLOSE as three calls.
             ("small files: efsfuse ÷ NFS ceiling with OPEN+READ in one compound, qd8",
              F("efsfuse", "small_reads_per_s_p8"),
              F("nfs_ceiling", "open_read_close_compound_per_s_qd8")),
+            ("small files: efsfuse ÷ NFS ceiling reading each file without open state "
+             "(what efsfuse sends after its LOOKUP), qd8",
+             F("efsfuse", "small_reads_per_s_p8"), F("nfs_ceiling", "snapshot_per_s_qd8")),
             ("create 1 thread with -o dircache (no LOOKUP before a create) ÷ ceiling",
              F("efsfuse_dircache", "create_per_s_t1"),
              self.ceiling("create_per_s_qd1", "create_per_s_t1")),
