@@ -816,9 +816,13 @@ static size_t parse_records(struct nc_rpc *rpc)
 static void do_receive(struct nc_rpc *rpc)
 {
     unsigned gen = rpc->generation;
+    /* A recv that returned less than it asked for emptied the socket: the
+     * next one would only say EAGAIN, a system call per reply for nothing
+     * (poll tells us when more comes). */
+    bool drained = false;
     for (int rounds = 0; rounds < 64 && rpc->generation == gen; rounds++) {
         size_t need = parse_records(rpc);
-        if (rpc->generation != gen)
+        if (rpc->generation != gen || drained)
             return;
         if (rpc->rstart == rpc->rend)
             rpc->rstart = rpc->rend = 0;
@@ -843,6 +847,7 @@ static void do_receive(struct nc_rpc *rpc)
             len = need - have;
         ssize_t n = recv(rpc->fd, rpc->rbuf + rpc->rend, len, MSG_DONTWAIT);
         if (n > 0) {
+            drained = (size_t)n < len;
             rpc->rend += (size_t)n;
             rpc->last_rx = nc_now_ms();
             continue;
