@@ -357,7 +357,6 @@ uint64_t fs_inode_write_seq(const struct fs_inode *inode);
 void fs_writes_size_change_start(struct fs_inode *inode);
 void fs_writes_size_change_done(struct fs *fs, struct fs_inode *inode, bool ok, uint64_t size,
                                 uint64_t watermark);
-/* The file's sends are over: calls fn now or when its last one is answered. */
 /* Gives a file opened without open state (a snapshot, file.c) an NFS open,
  * which locks need; done(fs, arg, 0 or -errno) runs once it has one (at
  * once if it had). */
@@ -365,6 +364,7 @@ void fs_file_need_state(struct fs *fs, struct fs_file *file, void (*done)(struct
                         void *arg);
 /* Frees what was read along with the open (file.c). */
 void fs_file_drop_prefetch(struct fs *fs, struct fs_file *file);
+/* The file's sends are over: calls fn now or when its last one is answered. */
 void fs_file_when_unused(struct fs *fs, struct fs_file *file, void (*fn)(struct fs *, void *),
                          void *arg);
 /* Frees what is retained (at exit, once nothing is in flight). */

@@ -373,13 +373,7 @@ static void take_prefetch(struct open_ctx *ctx, COMPOUND4res *res)
         return; /* an earlier op failed, or the compound was cut short */
     nfsstat4 st = r->nfs_resop4_u.opread.status;
     if (st != NFS4_OK) {
-        if (st == NFS4ERR_BAD_STATEID || st == NFS4ERR_NOTSUPP || st == NFS4ERR_INVAL) {
-            elog_info(NC_COMPONENT,
-                      "server refuses reads with the anonymous stateid (status %d): "
-                      "not reading small files along with their OPEN",
-                      (int)st);
-            ctx->c->prefetch_unsupported = true;
-        }
+        nc_anonymous_read_refused(ctx->c, st);
         return;
     }
     READ4resok *ok = &r->nfs_resop4_u.opread.READ4res_u.resok4;
@@ -734,8 +728,34 @@ out:
     io_free(c, ctx);
 }
 
-/* Sends (or re-sends) the call with the open's current stateid, parks it
- * while recovery runs, or fails it when the open cannot be used. */
+/* Fails the call when its open cannot be used, or parks it while recovery
+ * runs; true when it may go out with the open's current stateid. */
+static bool io_open_usable(struct nc_client *c, struct io_ctx *ctx)
+{
+    struct nc_open *open = ctx->open;
+    if (open->dead_err) {
+        io_fail(c, ctx, open->dead_err);
+        return false;
+    }
+    if (open->locks_lost) {
+        io_fail(c, ctx, -EIO);
+        return false;
+    }
+    if (c->recovering) {
+        nc_park(c, &ctx->park);
+        return false;
+    }
+    if (open->epoch != c->epoch) {
+        /* Closing when recovery ran, so never re-established. */
+        io_fail(c, ctx, -EIO);
+        return false;
+    }
+    return true;
+}
+
+/* Sends (or re-sends) the call: with the open's current stateid, or for a
+ * stateless read (no open) with the anonymous one, which no recovery
+ * concerns. */
 static void io_send(struct nc_client *c, struct io_ctx *ctx)
 {
     struct nc_open *open = ctx->open;
@@ -743,48 +763,23 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
         io_fail(c, ctx, -ECANCELED);
         return;
     }
-    if (!open) {
-        struct nc_compound cp;
-        nc_compound_init(&cp, "read");
-        nc_op_putfh(&cp, &ctx->fh);
-        nfs_argop4 *a = nc_compound_add(&cp, OP_READ);
-        memset(&a->nfs_argop4_u.opread.stateid, 0, sizeof(a->nfs_argop4_u.opread.stateid));
-        a->nfs_argop4_u.opread.offset = ctx->offset;
-        a->nfs_argop4_u.opread.count = ctx->count;
-        nc_send(c, &ctx->cred, &cp, io_done, ctx);
-        nc_compound_free(&cp);
+    if (open && !io_open_usable(c, ctx))
         return;
-    }
-    if (open->dead_err) {
-        io_fail(c, ctx, open->dead_err);
-        return;
-    }
-    if (open->locks_lost) {
-        io_fail(c, ctx, -EIO);
-        return;
-    }
-    if (c->recovering) {
-        nc_park(c, &ctx->park);
-        return;
-    }
-    if (open->epoch != c->epoch) {
-        /* Closing when recovery ran, so never re-established. */
-        io_fail(c, ctx, -EIO);
-        return;
-    }
     ctx->epoch = c->epoch;
+    static const stateid4 anonymous; /* all zeros */
+    const stateid4 *stateid = open ? &open->stateid : &anonymous;
     struct nc_compound cp;
     nc_compound_init(&cp, ctx->op == OP_READ ? "read" : ctx->op == OP_WRITE ? "write" : "commit");
-    nc_op_putfh(&cp, &open->fh);
+    nc_op_putfh(&cp, open ? &open->fh : &ctx->fh);
     nfs_argop4 *a = nc_compound_add(&cp, ctx->op);
     switch (ctx->op) {
     case OP_READ:
-        a->nfs_argop4_u.opread.stateid = open->stateid;
+        a->nfs_argop4_u.opread.stateid = *stateid;
         a->nfs_argop4_u.opread.offset = ctx->offset;
         a->nfs_argop4_u.opread.count = ctx->count;
         break;
     case OP_WRITE:
-        a->nfs_argop4_u.opwrite.stateid = open->stateid;
+        a->nfs_argop4_u.opwrite.stateid = *stateid;
         a->nfs_argop4_u.opwrite.offset = ctx->offset;
         a->nfs_argop4_u.opwrite.stable = ctx->stable ? FILE_SYNC4 : UNSTABLE4;
         /* The data follows the encoded WRITE on the wire, straight from the
@@ -804,9 +799,10 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
     nc_compound_free(&cp);
 }
 
+/* open NULL: a stateless read of *fh. */
 static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
-                     nfs_opnum4 op, uint64_t offset, const void *data, uint32_t count, bool stable,
-                     nc_callback cb, void *arg)
+                     const struct nc_fh *fh, nfs_opnum4 op, uint64_t offset, const void *data,
+                     uint32_t count, bool stable, nc_callback cb, void *arg)
 {
     struct io_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
@@ -818,7 +814,10 @@ static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_
     ctx->arg = arg;
     ctx->op = op;
     ctx->cred = *cred;
-    ctx->open = nc_open_ref(open);
+    if (open)
+        ctx->open = nc_open_ref(open);
+    else
+        ctx->fh = *fh;
     ctx->offset = offset;
     ctx->data = data;
     ctx->count = count;
@@ -831,26 +830,15 @@ void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *op
 {
     if (count > c->max_read)
         count = c->max_read;
-    io_start(c, cred, open, OP_READ, offset, NULL, count, false, cb, arg);
+    io_start(c, cred, open, NULL, OP_READ, offset, NULL, count, false, cb, arg);
 }
 
 void nc_read_stateless(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                        uint64_t offset, uint32_t count, nc_callback cb, void *arg)
 {
-    struct io_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
-        return;
-    }
-    ctx->park.resume = io_resume;
-    ctx->cb = cb;
-    ctx->arg = arg;
-    ctx->op = OP_READ;
-    ctx->cred = *cred;
-    ctx->fh = *fh;
-    ctx->offset = offset;
-    ctx->count = count > c->max_read ? c->max_read : count;
-    io_send(c, ctx);
+    if (count > c->max_read)
+        count = c->max_read;
+    io_start(c, cred, NULL, fh, OP_READ, offset, NULL, count, false, cb, arg);
 }
 
 void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
@@ -862,11 +850,11 @@ void nc_write(struct nc_client *c, const struct nc_cred *cred, struct nc_open *o
         nc_defer_error(c, cb, arg, -EINVAL);
         return;
     }
-    io_start(c, cred, open, OP_WRITE, offset, data, count, stable, cb, arg);
+    io_start(c, cred, open, NULL, OP_WRITE, offset, data, count, stable, cb, arg);
 }
 
 void nc_commit(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
                nc_callback cb, void *arg)
 {
-    io_start(c, cred, open, OP_COMMIT, 0, NULL, 0, false, cb, arg);
+    io_start(c, cred, open, NULL, OP_COMMIT, 0, NULL, 0, false, cb, arg);
 }

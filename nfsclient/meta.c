@@ -345,16 +345,9 @@ void nc_setattr(struct nc_client *c, const struct nc_cred *cred, const struct nc
 
 /* --- operations whose reply needs its own decoding --- */
 
-/* Where a reply goes: the caller's callback. */
-struct reply_ctx {
-    nc_callback cb;
-    void *arg;
-};
-
-/* NULL (the callback then gets -ENOMEM from the loop) when out of memory. */
-static struct reply_ctx *reply_ctx_new(struct nc_client *c, nc_callback cb, void *arg)
+struct nc_reply_ctx *nc_reply_ctx_new(struct nc_client *c, nc_callback cb, void *arg)
 {
-    struct reply_ctx *ctx = calloc(1, sizeof(*ctx));
+    struct nc_reply_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         nc_defer_error(c, cb, arg, -ENOMEM);
         return NULL;
@@ -368,7 +361,7 @@ static struct reply_ctx *reply_ctx_new(struct nc_client *c, nc_callback cb, void
 
 static void readlink_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct reply_ctx *ctx = arg;
+    struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     char *target = NULL;
     if (err) {
@@ -395,7 +388,7 @@ static void readlink_done(struct nc_client *c, void *arg, int err, COMPOUND4res 
 void nc_readlink(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                  nc_callback cb, void *arg)
 {
-    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    struct nc_reply_ctx *ctx = nc_reply_ctx_new(c, cb, arg);
     if (!ctx)
         return;
     struct nc_compound cp;
@@ -568,7 +561,7 @@ void nc_link(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh
 
 static void readdir_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct reply_ctx *ctx = arg;
+    struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     struct nc_dirent *entries = NULL;
     char *names = NULL;
@@ -627,7 +620,7 @@ out:
 void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,
                 uint64_t cookie, uint64_t cookieverf, uint32_t maxcount, nc_callback cb, void *arg)
 {
-    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    struct nc_reply_ctx *ctx = nc_reply_ctx_new(c, cb, arg);
     if (!ctx)
         return;
     struct nc_compound cp;
@@ -653,7 +646,7 @@ void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc
 
 static void statfs_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct reply_ctx *ctx = arg;
+    struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     if (err) {
         reply.err = err;
@@ -678,7 +671,7 @@ static void statfs_done(struct nc_client *c, void *arg, int err, COMPOUND4res *r
 void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                nc_callback cb, void *arg)
 {
-    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    struct nc_reply_ctx *ctx = nc_reply_ctx_new(c, cb, arg);
     if (!ctx)
         return;
     struct nc_compound cp;
@@ -695,7 +688,7 @@ void nc_statfs(struct nc_client *c, const struct nc_cred *cred, const struct nc_
 
 static void access_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct reply_ctx *ctx = arg;
+    struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     if (err) {
         reply.err = err;
@@ -715,7 +708,7 @@ static void access_done(struct nc_client *c, void *arg, int err, COMPOUND4res *r
 void nc_access(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                uint32_t want, nc_callback cb, void *arg)
 {
-    struct reply_ctx *ctx = reply_ctx_new(c, cb, arg);
+    struct nc_reply_ctx *ctx = nc_reply_ctx_new(c, cb, arg);
     if (!ctx)
         return;
     struct nc_compound cp;

@@ -306,7 +306,7 @@ struct nc_client {
     uint64_t createverf_count;
     bool exclusive4_unsupported;
     /* The server refused a READ with the anonymous stateid: stop asking
-     * for NC_OPEN_PREFETCH reads in OPEN compounds. */
+     * for NC_OPEN_PREFETCH reads in OPEN compounds, and for snapshots. */
     bool prefetch_unsupported;
 };
 
@@ -349,6 +349,17 @@ struct nc_deferred {
     int err;
 };
 void nc_defer_error(struct nc_client *c, nc_callback cb, void *arg, int err);
+
+/* Where a reply goes: the caller's callback (meta.c, snapshot.c). */
+struct nc_reply_ctx {
+    nc_callback cb;
+    void *arg;
+};
+/* NULL (the callback then gets -ENOMEM from the loop) when out of memory. */
+struct nc_reply_ctx *nc_reply_ctx_new(struct nc_client *c, nc_callback cb, void *arg);
+/* Whether a READ with the anonymous stateid was refused as such (not for
+ * another reason); then logged once and not asked again (snapshot.c). */
+bool nc_anonymous_read_refused(struct nc_client *c, nfsstat4 st);
 void nc_defer_done(struct nc_client *c, nc_rpc_done done, void *ctx, int err);
 void nc_run_deferred(struct nc_client *c);
 

@@ -17,31 +17,30 @@
 #include <stdlib.h>
 #include <string.h>
 
-struct snapshot_ctx {
-    struct nc_client *c;
-    nc_callback cb;
-    void *arg;
-};
+bool nc_anonymous_read_refused(struct nc_client *c, nfsstat4 st)
+{
+    if (st != NFS4ERR_BAD_STATEID && st != NFS4ERR_NOTSUPP && st != NFS4ERR_INVAL)
+        return false;
+    elog_info(NC_COMPONENT,
+              "server refuses reads with the anonymous stateid (status %d): "
+              "small files are read with open state",
+              (int)st);
+    c->prefetch_unsupported = true;
+    return true;
+}
 
 enum { SNAP_ACCESS = 1, SNAP_GETATTR = 2, SNAP_READ = 3 };
 
 static void snapshot_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res)
 {
-    struct snapshot_ctx *ctx = arg;
+    struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
     if (err) {
         reply.err = err;
         goto out;
     }
     nfs_resop4 *rd = nc_res_op(res, SNAP_READ, OP_READ);
-    if (rd && (rd->nfs_resop4_u.opread.status == NFS4ERR_BAD_STATEID ||
-               rd->nfs_resop4_u.opread.status == NFS4ERR_NOTSUPP ||
-               rd->nfs_resop4_u.opread.status == NFS4ERR_INVAL)) {
-        elog_info(NC_COMPONENT,
-                  "server refuses reads with the anonymous stateid (status %d): "
-                  "small files are opened with open state",
-                  (int)rd->nfs_resop4_u.opread.status);
-        c->prefetch_unsupported = true;
+    if (rd && nc_anonymous_read_refused(c, rd->nfs_resop4_u.opread.status)) {
         reply.err = -EOPNOTSUPP;
         goto out;
     }
@@ -75,14 +74,9 @@ void nc_snapshot(struct nc_client *c, const struct nc_cred *cred, const struct n
         nc_defer_error(c, cb, arg, -EOPNOTSUPP);
         return;
     }
-    struct snapshot_ctx *ctx = calloc(1, sizeof(*ctx));
-    if (!ctx) {
-        nc_defer_error(c, cb, arg, -ENOMEM);
+    struct nc_reply_ctx *ctx = nc_reply_ctx_new(c, cb, arg);
+    if (!ctx)
         return;
-    }
-    ctx->c = c;
-    ctx->cb = cb;
-    ctx->arg = arg;
     if (count > c->max_read)
         count = c->max_read;
     struct nc_compound cp;
