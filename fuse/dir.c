@@ -29,7 +29,10 @@
 /* READDIR reply sizes: about twice the kernel's buffer (NFS entries with
  * attributes are larger than FUSE's), within these bounds. */
 #define READDIR_BYTES_MIN (128u << 10)
-#define READDIR_BYTES_MAX (1u << 20)
+#define READDIR_BYTES_MAX (256u << 10)
+/* What a batch of READDIR_BYTES_MAX takes while it is listed: up to ~1,500
+ * entries of ~1 KiB each (decoded, batched, and an inode and name each). */
+#define READAHEAD_HEAP_BYTES (6 * READDIR_BYTES_MAX)
 /* The smallest entry fuse_add_direntry_plus() writes. */
 #define DIRENTPLUS_MIN_BYTES 152
 
@@ -325,6 +328,9 @@ static void maybe_prefetch(struct fs *fs, struct dir_handle *dh, const struct nc
     dh->prefetch = f;
     f->read_ahead = true;
     fs->background++; /* answers no request: exit waits for it (fetch_done) */
+    /* A directory big enough to need read-ahead: have the memory its next
+     * batch will take populated while the server works on the READDIR. */
+    fs_heap_want(fs, READAHEAD_HEAP_BYTES);
     start_fetch(fs, dh, cred, b->entries[b->nentries - 1].cookie, READDIR_BYTES_MAX, f);
 }
 

@@ -2,6 +2,7 @@
  * fuse/ internals, shared by the files of this directory only.
  *
  *   loop.c   fs lifetime, mount, init, the event loop, exit drain
+ *   heap.c   heap memory populated ahead of a burst of allocations
  *   cred.c   the credentials each request is sent with
  *   reply.c  the life of a FUSE request that waits for NFS: answered once
  *   inode.c  the inode table (by NFS filehandle, with FUSE lookup counts),
@@ -195,6 +196,7 @@ struct fs {
     struct fs_inode *pressure_inode; /* being committed to get under the bound */
     struct fs_file *files;
     size_t snapshot_bytes; /* held by files opened without open state */
+    size_t heap_wanted;    /* heap to populate before the loop waits (heap.c) */
     struct fs_lock_wait *lock_waits;
     /* Open directories: a releasedir still queued when the session ends
      * never comes, so exit frees what is left (dir.c). */
@@ -208,6 +210,13 @@ struct fs {
     struct fuse_buf *request_buf;
     struct fs_groups groups_cache[FS_GROUPS_CACHED];
 };
+
+/* --- heap.c --- */
+/* Populates `bytes` of heap for the allocations that follow. */
+void fs_heap_prepare(size_t bytes);
+/* Asks for it once the calls of this turn of the loop are sent. */
+void fs_heap_want(struct fs *fs, size_t bytes);
+void fs_heap_prepare_wanted(struct fs *fs);
 
 /* --- loop.c --- */
 struct fs *fs_from_req(fuse_req_t req);

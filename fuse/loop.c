@@ -417,6 +417,7 @@ static int serve(struct fs *fs)
         pfd[0].events = POLLIN;
         pfd[0].revents = 0;
         int n = 1 + nc_client_pollfds(fs->nc, pfd + 1, NC_POLLFDS_MAX);
+        fs_heap_prepare_wanted(fs); /* after the sends: nc_client_pollfds made them */
         int timeout_ms =
             idle_trim_timeout(fs, last_active_ms, trimmed, nc_client_timeout_ms(fs->nc));
         struct timespec ts = {timeout_ms / 1000, (long)(timeout_ms % 1000) * 1000000};

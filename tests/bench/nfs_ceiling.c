@@ -476,15 +476,15 @@ static double meta_rate(enum meta_kind kind, unsigned files, unsigned depth)
     return files / pipeline_run(&p, "metadata");
 }
 
-/* Lists the work directory (which holds `files` entries) with attributes. */
-static double readdir_time(unsigned *count)
+/* Lists a directory with attributes, in READDIR batches one after another. */
+static double readdir_time(const struct nc_fh *dir, unsigned *count)
 {
     double t0 = now_s();
     uint64_t cookie = 0, verf = 0;
     unsigned n = 0;
     for (;;) {
         struct sync_result s = {0};
-        nc_readdir(client, &cred, &workdir, cookie, verf, 128 * 1024, sync_cb, &s);
+        nc_readdir(client, &cred, dir, cookie, verf, 128 * 1024, sync_cb, &s);
         wait_for(&s);
         if (s.reply.err)
             die("readdir", s.reply.err);
@@ -515,12 +515,13 @@ int main(int argc, char **argv)
     if (argc < 3) {
         fprintf(stderr, "usage: nfs_ceiling HOST PORT [--size-mib N] [--files N] "
                         "[--dir-entries N] [--server-pid PID] [--read-file NAME [--depth N]]\n"
+                        "       [--list-dir NAME]\n"
                         "       [--write-file NAME [--size-mib N] [--depth N] "
                         "[--commit-every MIB]]\n");
         return 2;
     }
     unsigned size_mib = 1024, files = 5000, dir_entries = 10000, depth = 16;
-    const char *read_file = NULL, *write_file = NULL;
+    const char *read_file = NULL, *write_file = NULL, *list_dir = NULL;
     for (int i = 3; i < argc; i += 2) {
         if (i + 1 == argc) {
             fprintf(stderr, "nfs_ceiling: %s needs a value\n", argv[i]);
@@ -538,6 +539,8 @@ int main(int argc, char **argv)
             read_file = argv[i + 1];
         else if (strcmp(argv[i], "--write-file") == 0)
             write_file = argv[i + 1];
+        else if (strcmp(argv[i], "--list-dir") == 0)
+            list_dir = argv[i + 1];
         else if (strcmp(argv[i], "--commit-every") == 0)
             commit_every = (unsigned)atoi(argv[i + 1]);
         else if (strcmp(argv[i], "--depth") == 0)
@@ -576,6 +579,22 @@ int main(int argc, char **argv)
         printf("{\n");
         print_figure(key, "%.1f", v);
         printf("  \"commits\": %u,\n  \"size_mib\": %u\n}\n", commits_sent + 1, size_mib);
+        free(payload);
+        nc_client_shutdown(client);
+        nc_client_free(client);
+        return 0;
+    }
+    if (list_dir) {
+        /* A directory efsfuse lists too, so that both meet the server's
+         * caches in the same state. */
+        struct sync_result s = {0};
+        nc_lookup(client, &cred, &root, list_dir, sync_cb, &s);
+        wait_for(&s);
+        if (s.reply.err)
+            die(list_dir, s.reply.err);
+        unsigned listed = 0;
+        double t = readdir_time(&s.fh, &listed);
+        printf("{\n  \"list_dir_entries\": %u,\n  \"list_dir_s\": %.4f\n}\n", listed, t);
         free(payload);
         nc_client_shutdown(client);
         nc_client_free(client);
@@ -640,7 +659,7 @@ int main(int argc, char **argv)
     /* A directory of dir_entries files for the listing figure. */
     meta_rate(META_CREATE, dir_entries, 8);
     unsigned listed = 0;
-    double t = readdir_time(&listed);
+    double t = readdir_time(&workdir, &listed);
     printf("  \"readdir_entries\": %u,\n  \"readdir_s\": %.4f\n}\n", listed, t);
     meta_rate(META_UNLINK, dir_entries, 8);
     struct sync_result rm = {0};

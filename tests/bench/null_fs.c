@@ -723,28 +723,30 @@ static void op_statfs(fuse_req_t req, fuse_ino_t ino)
     fuse_reply_statfs(req, &s);
 }
 
-/* efsfuse answers ENOTSUP to every xattr call; so must the ceiling, since
- * the kernel's reaction (e.g. to security.capability on each write) differs
- * between ENOTSUP and ENOSYS. */
+/* efsfuse answers ENOSYS to every xattr call; so must the ceiling, since
+ * the kernel's reaction differs between ENOSYS and ENOTSUP: after ENOSYS it
+ * asks no more (no security.capability lookup before each write), but it
+ * then answers ENODATA, not EOPNOTSUPP, for POSIX ACLs, so `ls -l` keeps
+ * asking for each file where it would give up after the first EOPNOTSUPP. */
 static void op_setxattr(fuse_req_t req, fuse_ino_t ino, const char *name, const char *value,
                         size_t size, int flags)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
 static void op_getxattr(fuse_req_t req, fuse_ino_t ino, const char *name, size_t size)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
 static void op_listxattr(fuse_req_t req, fuse_ino_t ino, size_t size)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
 static void op_removexattr(fuse_req_t req, fuse_ino_t ino, const char *name)
 {
-    fuse_reply_err(req, ENOTSUP);
+    fuse_reply_err(req, ENOSYS);
 }
 
 static const struct fuse_lowlevel_ops ops = {
