@@ -798,6 +798,33 @@ class Bench:
         finally:
             self.unmount(mnt, p)
 
+    def phase_connections(self, run_no):
+        """Is one TCP connection what limits a sequential read? nfs_ceiling
+        reads the prepared file with 32 READs in flight on one connection,
+        then two nfs_ceiling processes read it at once with 16 each, on two
+        connections (what -o nconnect=2 would give one client)."""
+        if not self.available(NFS_CEILING, "nfs_ceiling"):
+            return
+        log(f"run {run_no}: sequential read on one connection and on two")
+        opts = ["--read-file", PAIRED_FILE]
+        self.warm_server_copies(self.export, [PAIRED_FILE])
+        one = self.ceiling_json(opts + ["--depth", "32"], "--read-file").get("read_file_mibps_qd32")
+        argv = [str(NFS_CEILING), "127.0.0.1", str(self.port), *opts, "--depth", "16"]
+        t0 = time.monotonic()
+        procs = [subprocess.Popen(argv, stdout=subprocess.PIPE,
+                                  stderr=subprocess.DEVNULL, text=True) for _ in range(2)]
+        outs = [p.communicate(timeout=900)[0] for p in procs]
+        elapsed = time.monotonic() - t0
+        try:
+            mib = sum(json.loads(o)["size_mib"] for o in outs)
+        except (ValueError, KeyError):
+            self.note("nfs_ceiling on two connections printed no JSON")
+            return
+        if all(p.returncode == 0 for p in procs) and one:
+            self.add("nfs_ceiling_conns", "read_mibps_one_conn_qd32", one)
+            # Wall time of both, start to end: neither can finish early unnoticed.
+            self.add("nfs_ceiling_conns", "read_mibps_two_conns_qd16", mib / elapsed)
+
     def phase_paired(self, run_no):
         """Sequential read and write, each through efsfuse and the NFS
         ceiling back to back (the order alternating between runs): the
@@ -965,6 +992,7 @@ class Bench:
                 self.phase_local(run_no)
                 self.phase_proxy(run_no)
                 self.phase_paired(run_no)
+                self.phase_connections(run_no)
         finally:
             self.cleanup()
         shutil.rmtree(self.work, ignore_errors=True)
@@ -1147,6 +1175,9 @@ class Bench:
              C("list_dir_s", "ls_l_first_s", True, nfs_group="nfs_ceiling_paired")),
             ("NFS ceiling: listing its own new directory ÷ listing the prepared one, paired (time)",
              F("nfs_ceiling", "readdir_s"), F("nfs_ceiling_paired", "list_dir_s")),
+            ("seq read, NFS ceiling: two connections (16 in flight each) ÷ one (32 in flight)",
+             F("nfs_ceiling_conns", "read_mibps_two_conns_qd16"),
+             F("nfs_ceiling_conns", "read_mibps_one_conn_qd32")),
             ("create: NFS ceiling qd8 ÷ qd1 (the server's own scaling)",
              F("nfs_ceiling", "create_per_s_qd8"), F("nfs_ceiling", "create_per_s_qd1")),
             ("create 8 threads: efsfuse ÷ NFS ceiling qd8",
