@@ -5,8 +5,8 @@
  * was measured on one costs ~11 µs, where populating the same pages with one
  * madvise(MADV_POPULATE_WRITE) costs under 1 µs each. Listing a new
  * 10,000-entry directory takes ~10 MB of new heap (the decoded READDIR
- * replies, the batches, an inode and a name per entry): ~2,400 faults, more
- * than half of efsfuse's CPU for that `ls -l`.
+ * replies, the batches, an inode and a name per entry): ~2,400 faults, a
+ * third of efsfuse's CPU samples for that `ls -l`.
  *
  * fs_heap_prepare() allocates a block of the size the burst will need,
  * populates it in one call and frees it: below the trim threshold

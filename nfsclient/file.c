@@ -799,11 +799,14 @@ static void io_send(struct nc_client *c, struct io_ctx *ctx)
     nc_compound_free(&cp);
 }
 
-/* open NULL: a stateless read of *fh. */
+/* open NULL: a stateless read of *fh. A read asks for at most the
+ * server's maximum (the reply says how much came). */
 static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open,
                      const struct nc_fh *fh, nfs_opnum4 op, uint64_t offset, const void *data,
                      uint32_t count, bool stable, nc_callback cb, void *arg)
 {
+    if (op == OP_READ && count > c->max_read)
+        count = c->max_read;
     struct io_ctx *ctx = calloc(1, sizeof(*ctx));
     if (!ctx) {
         nc_defer_error(c, cb, arg, -ENOMEM);
@@ -828,16 +831,12 @@ static void io_start(struct nc_client *c, const struct nc_cred *cred, struct nc_
 void nc_read(struct nc_client *c, const struct nc_cred *cred, struct nc_open *open, uint64_t offset,
              uint32_t count, nc_callback cb, void *arg)
 {
-    if (count > c->max_read)
-        count = c->max_read;
     io_start(c, cred, open, NULL, OP_READ, offset, NULL, count, false, cb, arg);
 }
 
 void nc_read_stateless(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *fh,
                        uint64_t offset, uint32_t count, nc_callback cb, void *arg)
 {
-    if (count > c->max_read)
-        count = c->max_read;
     io_start(c, cred, NULL, fh, OP_READ, offset, NULL, count, false, cb, arg);
 }
 

@@ -349,6 +349,8 @@ struct nc_deferred {
     int err;
 };
 void nc_defer_error(struct nc_client *c, nc_callback cb, void *arg, int err);
+void nc_defer_done(struct nc_client *c, nc_rpc_done done, void *ctx, int err);
+void nc_run_deferred(struct nc_client *c);
 
 /* Where a reply goes: the caller's callback (meta.c, snapshot.c). */
 struct nc_reply_ctx {
@@ -360,8 +362,6 @@ struct nc_reply_ctx *nc_reply_ctx_new(struct nc_client *c, nc_callback cb, void 
 /* Whether a READ with the anonymous stateid was refused as such (not for
  * another reason); then logged once and not asked again (snapshot.c). */
 bool nc_anonymous_read_refused(struct nc_client *c, nfsstat4 st);
-void nc_defer_done(struct nc_client *c, nc_rpc_done done, void *ctx, int err);
-void nc_run_deferred(struct nc_client *c);
 
 /* Reply helper: a zeroed reply with err. */
 static inline struct nc_reply nc_reply_err(int err)

@@ -21,10 +21,12 @@ bool nc_anonymous_read_refused(struct nc_client *c, nfsstat4 st)
 {
     if (st != NFS4ERR_BAD_STATEID && st != NFS4ERR_NOTSUPP && st != NFS4ERR_INVAL)
         return false;
-    elog_info(NC_COMPONENT,
-              "server refuses reads with the anonymous stateid (status %d): "
-              "small files are read with open state",
-              (int)st);
+    /* Reads already in flight when the first refusal came are refused too. */
+    if (!c->prefetch_unsupported)
+        elog_info(NC_COMPONENT,
+                  "server refuses reads with the anonymous stateid (status %d): "
+                  "small files are read with open state",
+                  (int)st);
     c->prefetch_unsupported = true;
     return true;
 }

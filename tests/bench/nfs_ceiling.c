@@ -510,6 +510,15 @@ static void remove_name(const char *name)
     remove_name_in(&workdir, name);
 }
 
+/* Ends a run: the connection closed, the exit status for main. */
+static int finish(int status)
+{
+    free(payload);
+    nc_client_shutdown(client);
+    nc_client_free(client);
+    return status;
+}
+
 int main(int argc, char **argv)
 {
     if (argc < 3) {
@@ -579,10 +588,7 @@ int main(int argc, char **argv)
         printf("{\n");
         print_figure(key, "%.1f", v);
         printf("  \"commits\": %u,\n  \"size_mib\": %u\n}\n", commits_sent + 1, size_mib);
-        free(payload);
-        nc_client_shutdown(client);
-        nc_client_free(client);
-        return 0;
+        return finish(0);
     }
     if (list_dir) {
         /* A directory efsfuse lists too, so that both meet the server's
@@ -595,10 +601,7 @@ int main(int argc, char **argv)
         unsigned listed = 0;
         double t = readdir_time(&s.fh, &listed);
         printf("{\n  \"list_dir_entries\": %u,\n  \"list_dir_s\": %.4f\n}\n", listed, t);
-        free(payload);
-        nc_client_shutdown(client);
-        nc_client_free(client);
-        return 0;
+        return finish(0);
     }
     if (read_file) {
         char key[64];
@@ -608,10 +611,7 @@ int main(int argc, char **argv)
         printf("{\n");
         print_figure(key, "%.1f", v);
         printf("  \"size_mib\": %u\n}\n", mib);
-        free(payload);
-        nc_client_shutdown(client);
-        nc_client_free(client);
-        return 0;
+        return finish(0);
     }
     char dirname[64];
     snprintf(dirname, sizeof(dirname), "nfs_ceiling.%d", (int)getpid());
@@ -666,8 +666,5 @@ int main(int argc, char **argv)
     nc_remove(client, &cred, &root, dirname, sync_cb, &rm);
     wait_for(&rm);
     free(file_fhs);
-    free(payload);
-    nc_client_shutdown(client);
-    nc_client_free(client);
-    return listed == dir_entries ? 0 : 1;
+    return finish(listed == dir_entries ? 0 : 1);
 }

@@ -857,7 +857,7 @@ class Bench:
 
         def ceiling_write(name):
             return self.ceiling_json(["--write-file", name, "--size-mib", str(self.size_mib),
-                                 "--depth", "16"], "--write-file").get("write_file_mibps_qd16")
+                                      "--depth", "16"], "--write-file").get("write_file_mibps_qd16")
 
         def read_ceiling():
             self.warm_server_copies(self.export, [PAIRED_FILE])
