@@ -11,7 +11,9 @@
  * goes cookie by cookie, so the server can only work on the next batch
  * while the kernel takes in this one if we ask before the kernel does). A
  * listing from offset 0 (opendir, rewinddir) always asks the server, so
- * that other clients' new files show at once.
+ * that other clients' new files show at once. The reply to the kernel's
+ * next call is built as soon as the last one is sent (struct ahead), so that
+ * the kernel and `ls` take in one reply while we build the next.
  *
  * Every entry handed to the kernel except "." and ".." counts a lookup, but
  * only once the kernel has taken the buffer.
@@ -36,18 +38,11 @@
 /* The smallest entry fuse_add_direntry_plus() writes. */
 #define DIRENTPLUS_MIN_BYTES 152
 
-struct dir_entry {
-    char *name;
-    uint64_t cookie;
-    bool has_attr;
-    struct nc_fh fh;
-    struct nc_attr attr;
-};
-
 /* The entries of one READDIR: those that follow cookie `after`. */
 struct batch {
     uint64_t after;
-    struct dir_entry *entries;
+    const struct nc_dirent *entries; /* in block */
+    void *block;                     /* the READDIR reply's, taken over */
     unsigned nentries;
     bool eof;
     uint64_t stamp; /* fs_attr_stamp() when its READDIR was sent */
@@ -69,13 +64,19 @@ struct dir_handle {
     struct fetch *prefetch; /* its READDIR, while in flight */
     bool busy;              /* a READDIR the kernel waits for is in flight */
     bool released;          /* releasedir came while a read-ahead was in flight */
+    struct ahead *ahead;    /* the reply to the kernel's expected next call */
+    /* Where the last readdirplus reply ended, when the batch to build the
+     * next one from was still on its way: the read-ahead builds it. */
+    bool ahead_wanted;
+    uint64_t ahead_after;
+    size_t ahead_size;
 };
+
+static void ahead_drop(struct fs *fs, struct dir_handle *dh);
 
 static void batch_clear(struct batch *b)
 {
-    for (unsigned i = 0; i < b->nentries; i++)
-        free(b->entries[i].name);
-    free(b->entries);
+    free(b->block);
     memset(b, 0, sizeof(*b));
 }
 
@@ -87,6 +88,7 @@ static void dir_handle_free(struct fs *fs, struct dir_handle *dh)
         fs->dirs = dh->list_next;
     if (dh->list_next)
         dh->list_next->list_prev = dh->list_prev;
+    ahead_drop(fs, dh);
     batch_clear(&dh->cur);
     batch_clear(&dh->next);
     fs_inode_unref(fs, dh->inode);
@@ -140,26 +142,59 @@ void fs_op_fsyncdir(fuse_req_t req, fuse_ino_t ino FS_UNUSED, int datasync FS_UN
 
 /* A reply under construction. */
 struct page {
-    fuse_req_t req; /* only for fuse_add_direntry*(), which use no state of it */
-    bool plus;      /* readdirplus: entries carry inodes and attributes */
+    bool plus; /* readdirplus: entries carry inodes and attributes */
     char *buf;
     size_t size;
     size_t pos;
     struct fs_inode **placed; /* inodes handed out, to count once delivered */
     size_t nplaced;
+    uint64_t last_off; /* the offset of the last entry: where the kernel resumes */
+    bool batch_ended;  /* no entry of the batch was left out */
 };
+
+/*
+ * A readdirplus reply built ahead of the kernel's call for it. A listing's
+ * next call resumes where the last reply ended and asks for as much, so the
+ * reply to it can be built as soon as the last one is sent: the ~1,400
+ * entries of a batch (an inode, a name and attributes each) take efsfuse
+ * a few milliseconds, which `ls` otherwise spends waiting in getdents
+ * rather than taking in the entries it has. Its inodes hold a reference
+ * until it is sent or dropped; it is sent only while each still has the
+ * attributes it was built with, from the batch it was built from.
+ */
+struct ahead {
+    struct page page;
+    uint64_t after;       /* the offset of the call it answers */
+    const void *block;    /* the batch's: cur's once that call is served */
+    uint64_t *attr_stamp; /* each placed inode's when built */
+};
+
+static bool page_init(struct page *p, size_t size, bool plus)
+{
+    *p = (struct page){.size = size, .plus = plus};
+    p->buf = malloc(size);
+    p->placed = calloc(size / DIRENTPLUS_MIN_BYTES + 1, sizeof(*p->placed));
+    if (p->buf && p->placed)
+        return true;
+    free(p->buf);
+    free(p->placed);
+    return false;
+}
 
 /* Adds one entry; false when it does not fit. */
 static bool page_add(struct page *p, const char *name, const struct fuse_entry_param *e,
                      uint64_t next_off)
 {
     size_t room = p->size - p->pos;
+    /* libfuse's fuse_add_direntry*() take a request but use nothing of it;
+     * pages built ahead have none. */
     size_t need =
-        p->plus ? fuse_add_direntry_plus(p->req, p->buf + p->pos, room, name, e, (off_t)next_off)
-                : fuse_add_direntry(p->req, p->buf + p->pos, room, name, &e->attr, (off_t)next_off);
+        p->plus ? fuse_add_direntry_plus(NULL, p->buf + p->pos, room, name, e, (off_t)next_off)
+                : fuse_add_direntry(NULL, p->buf + p->pos, room, name, &e->attr, (off_t)next_off);
     if (need > p->size - p->pos)
         return false;
     p->pos += need;
+    p->last_off = next_off;
     return true;
 }
 
@@ -179,7 +214,7 @@ static bool page_add_dot(struct page *p, const char *name, const struct nc_attr 
  * attributes the type is unknown and the cookie stands in for the inode
  * number, which must not be 0.
  */
-static bool page_add_plain(struct page *p, const struct dir_entry *de)
+static bool page_add_plain(struct page *p, const struct nc_dirent *de)
 {
     struct fuse_entry_param e = {0};
     e.attr.st_mode = de->has_attr ? de->attr.mode & S_IFMT : 0;
@@ -188,14 +223,14 @@ static bool page_add_plain(struct page *p, const struct dir_entry *de)
 }
 
 static bool page_add_entry(struct page *p, struct fs *fs, struct dir_handle *dh,
-                           const struct dir_entry *de)
+                           const struct batch *b, const struct nc_dirent *de)
 {
     if (!p->plus || !de->has_attr)
         return page_add_plain(p, de);
     struct fs_inode *inode = fs_inode_find_or_add(fs, &de->fh);
     if (!inode)
         return page_add_plain(p, de);
-    if (!fs_inode_set_attr(fs, inode, &de->attr, dh->cur.stamp) && !inode->attr_valid) {
+    if (!fs_inode_set_attr(fs, inode, &de->attr, b->stamp) && !inode->attr_valid) {
         /* We changed it after the server listed it and know no better: the
          * kernel keeps its own attributes. */
         fs_inode_put_if_unused(fs, inode);
@@ -212,28 +247,18 @@ static bool page_add_entry(struct page *p, struct fs *fs, struct dir_handle *dh,
     return true;
 }
 
-/* Answers from the batch, starting after cookie `after`. */
-static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle *dh, size_t size,
-                             uint64_t after, bool with_dot, bool with_dotdot, bool plus)
+/* Fills p from batch b, starting after cookie `after`. */
+static void page_fill(struct page *p, struct fs *fs, struct dir_handle *dh, const struct batch *b,
+                      uint64_t after, bool with_dot, bool with_dotdot)
 {
-    struct page p = {.req = *slot, .size = size, .plus = plus};
-    p.buf = malloc(size);
-    p.placed = calloc(size / DIRENTPLUS_MIN_BYTES + 1, sizeof(*p.placed));
-    if (!p.buf || !p.placed) {
-        free(p.buf);
-        free(p.placed);
-        fs_reply_err(slot, -ENOMEM);
-        return;
-    }
     bool full = false;
     if (with_dot)
-        full = !page_add_dot(&p, ".", &dh->inode->attr, DOT_OFFSET);
+        full = !page_add_dot(p, ".", &dh->inode->attr, DOT_OFFSET);
     if (!full && with_dotdot) {
         struct fs_inode *parent = fs_inode_parent(dh->inode);
         const struct nc_attr *a = parent && parent->has_attr ? &parent->attr : &dh->inode->attr;
-        full = !page_add_dot(&p, "..", a, DOTDOT_OFFSET);
+        full = !page_add_dot(p, "..", a, DOTDOT_OFFSET);
     }
-    const struct batch *b = &dh->cur;
     unsigned i = 0;
     if (after != b->after) {
         while (i < b->nentries && b->entries[i].cookie != after)
@@ -241,16 +266,117 @@ static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle 
         i++; /* start after the entry whose cookie the kernel gave back */
     }
     for (; !full && i < b->nentries; i++)
-        full = !page_add_entry(&p, fs, dh, &b->entries[i]);
-    int rc = fs_reply_buf(slot, p.buf, p.pos);
-    for (size_t k = 0; k < p.nplaced; k++) {
+        full = !page_add_entry(p, fs, dh, b, &b->entries[i]);
+    p->batch_ended = !full;
+}
+
+/* Answers with p and frees it; its inodes count a lookup once the kernel
+ * has them. `held`: they hold a reference (built ahead). */
+static bool page_send(fuse_req_t *slot, struct fs *fs, struct page *p, bool held)
+{
+    int rc = fs_reply_buf(slot, p->buf, p->pos);
+    for (size_t k = 0; k < p->nplaced; k++) {
         if (rc == 0)
-            p.placed[k]->nlookup++;
-        else
-            fs_inode_put_if_unused(fs, p.placed[k]); /* the kernel never saw them */
+            p->placed[k]->nlookup++;
+        if (held)
+            fs_inode_unref(fs, p->placed[k]);
+        else if (rc != 0)
+            fs_inode_put_if_unused(fs, p->placed[k]); /* the kernel never saw them */
     }
-    free(p.buf);
-    free(p.placed);
+    free(p->buf);
+    free(p->placed);
+    return rc == 0;
+}
+
+static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, size_t size);
+
+/* Answers from the current batch, starting after cookie `after`. */
+static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle *dh, size_t size,
+                             uint64_t after, bool with_dot, bool with_dotdot, bool plus)
+{
+    struct page p;
+    if (!page_init(&p, size, plus)) {
+        fs_reply_err(slot, -ENOMEM);
+        return;
+    }
+    page_fill(&p, fs, dh, &dh->cur, after, with_dot, with_dotdot);
+    uint64_t end = p.last_off;
+    bool more = end > DOTDOT_OFFSET && !(p.batch_ended && dh->cur.eof);
+    if (page_send(slot, fs, &p, false) && plus && more)
+        ahead_build(fs, dh, end, size);
+}
+
+static void ahead_drop(struct fs *fs, struct dir_handle *dh)
+{
+    struct ahead *a = dh->ahead;
+    dh->ahead_wanted = false;
+    if (!a)
+        return;
+    dh->ahead = NULL;
+    for (size_t k = 0; k < a->page.nplaced; k++)
+        fs_inode_unref(fs, a->page.placed[k]);
+    free(a->page.buf);
+    free(a->page.placed);
+    free(a->attr_stamp);
+    free(a);
+}
+
+/* Builds the reply to a call for `size` bytes after `after`, from the
+ * batch that holds them: cur, or the read-ahead one after it (or, when
+ * that is still on its way, once it arrives). */
+static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, size_t size)
+{
+    ahead_drop(fs, dh);
+    const struct batch *b = &dh->cur;
+    if (!dh->has_batch || !b->nentries)
+        return;
+    if (after != b->entries[b->nentries - 1].cookie) {
+        /* cur goes on past `after` */
+    } else if (dh->has_next && dh->next.after == after) {
+        b = &dh->next;
+    } else {
+        if (dh->prefetch) { /* the read-ahead checks it fetches `after` */
+            dh->ahead_wanted = true;
+            dh->ahead_after = after;
+            dh->ahead_size = size;
+        }
+        return;
+    }
+    struct ahead *a = calloc(1, sizeof(*a));
+    if (!a || !page_init(&a->page, size, true)) {
+        free(a);
+        return; /* only an optimisation */
+    }
+    page_fill(&a->page, fs, dh, b, after, false, false);
+    a->attr_stamp = malloc((a->page.nplaced + 1) * sizeof(*a->attr_stamp));
+    if (!a->attr_stamp) {
+        for (size_t k = 0; k < a->page.nplaced; k++)
+            fs_inode_put_if_unused(fs, a->page.placed[k]);
+        free(a->page.buf);
+        free(a->page.placed);
+        free(a);
+        return;
+    }
+    for (size_t k = 0; k < a->page.nplaced; k++) {
+        fs_inode_ref(a->page.placed[k]);
+        a->attr_stamp[k] = a->page.placed[k]->attr_stamp;
+    }
+    a->after = after;
+    a->block = b->block;
+    dh->ahead = a;
+}
+
+/* Whether the page built ahead answers this call as building it now would. */
+static bool ahead_fits(const struct dir_handle *dh, uint64_t after, size_t size)
+{
+    const struct ahead *a = dh->ahead;
+    if (!a || a->after != after || a->page.size != size || !dh->has_batch ||
+        a->block != dh->cur.block)
+        return false;
+    for (size_t k = 0; k < a->page.nplaced; k++)
+        if (a->page.placed[k]->attr_stamp != a->attr_stamp[k])
+            return false; /* its attributes changed since */
+    return true;
 }
 
 /* Does the batch hold what comes after `after`? */
@@ -290,26 +416,14 @@ struct fetch {
 static void start_fetch(struct fs *fs, struct dir_handle *dh, const struct nc_cred *cred,
                         uint64_t after, uint32_t maxcount, struct fetch *f);
 
-/* Copies a READDIR reply into b; false when memory ran out. */
+/* Takes a READDIR reply's entries over into b; false when it had none. */
 static bool batch_fill(struct batch *b, const struct nc_reply *r, uint64_t after, uint64_t stamp)
 {
-    b->entries = calloc(r->nentries ? r->nentries : 1, sizeof(*b->entries));
-    if (!b->entries)
+    b->block = nc_reply_take_entries(r);
+    if (!b->block)
         return false;
-    for (uint32_t i = 0; i < r->nentries; i++) {
-        struct dir_entry *de = &b->entries[i];
-        const struct nc_dirent *src = &r->entries[i];
-        de->name = strdup(src->name);
-        if (!de->name) {
-            batch_clear(b);
-            return false;
-        }
-        de->cookie = src->cookie;
-        de->has_attr = src->has_attr;
-        de->fh = src->fh;
-        de->attr = src->attr;
-        b->nentries++;
-    }
+    b->entries = r->entries;
+    b->nentries = r->nentries;
     b->after = after;
     b->eof = r->eof;
     b->stamp = stamp;
@@ -356,6 +470,8 @@ static void fetch_done(void *arg, const struct nc_reply *r)
         } else if (!r->err && batch_fill(&dh->next, r, f->after, f->stamp)) {
             dh->has_next = true;
             dh->cookieverf = r->cookieverf;
+            if (dh->ahead_wanted && dh->ahead_after == f->after)
+                ahead_build(fs, dh, dh->ahead_after, dh->ahead_size);
         }
         free(f);
         return;
@@ -370,6 +486,7 @@ static void fetch_done(void *arg, const struct nc_reply *r)
         fs_reply_err(&f->w.req, -ENOMEM);
         goto out;
     }
+    ahead_drop(fs, dh); /* it may point at the batch replaced */
     batch_clear(&dh->cur);
     dh->cur = b;
     dh->has_batch = true;
@@ -410,6 +527,10 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
     };
     struct nc_cred cred;
     fs_req_cred(fs, req, &cred);
+    bool ahead_asked = dh->ahead && plus && pos > DOTDOT_OFFSET && dh->ahead->after == pos &&
+                       dh->ahead->page.size == size;
+    if (!ahead_asked)
+        ahead_drop(fs, dh); /* not the call it was built for: it would go stale */
     /* A listing from the start always asks the server (see the top). */
     if (pos != 0 && dh->has_batch && !batch_covers(&dh->cur, w.after) && dh->has_next &&
         dh->next.after == w.after) {
@@ -419,6 +540,20 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
         dh->has_next = false;
         maybe_prefetch(fs, dh, &cred);
     }
+    if (ahead_asked && ahead_fits(dh, w.after, size)) {
+        struct ahead *a = dh->ahead;
+        dh->ahead = NULL;
+        uint64_t end = a->page.last_off;
+        bool more = end > DOTDOT_OFFSET && !(a->page.batch_ended && dh->cur.eof);
+        fs_req_hold(&w.req, req);
+        bool sent = page_send(&w.req, fs, &a->page, true);
+        free(a->attr_stamp);
+        free(a);
+        if (sent && more)
+            ahead_build(fs, dh, end, size);
+        return;
+    }
+    ahead_drop(fs, dh);
     if (pos != 0 && dh->has_batch && batch_covers(&dh->cur, w.after)) {
         fs_req_hold(&w.req, req);
         serve(fs, dh, &w);

@@ -563,8 +563,7 @@ static void readdir_done(struct nc_client *c, void *arg, int err, COMPOUND4res *
 {
     struct nc_reply_ctx *ctx = arg;
     struct nc_reply reply = {0};
-    struct nc_dirent *entries = NULL;
-    char *names = NULL;
+    void *block = NULL;
     if (err) {
         reply.err = err;
         goto out;
@@ -584,14 +583,15 @@ static void readdir_done(struct nc_client *c, void *arg, int err, COMPOUND4res *
         n++;
         namebytes += e->name.utf8string_len + 1;
     }
-    entries = calloc(n ? n : 1, sizeof(*entries));
-    names = malloc(namebytes ? namebytes : 1);
-    if (!entries || !names) {
+    /* One block, entries then names, so a caller can keep it whole. */
+    block = calloc(1, n * sizeof(struct nc_dirent) + namebytes + 1);
+    if (!block) {
         reply.err = -ENOMEM;
         goto out;
     }
+    struct nc_dirent *entries = block;
+    char *np = (char *)(entries + n);
     size_t i = 0;
-    char *np = names;
     for (entry4 *e = ok->reply.entries; e; e = e->nextentry, i++) {
         struct nc_dirent *d = &entries[i];
         memcpy(np, e->name.utf8string_val, e->name.utf8string_len);
@@ -608,13 +608,22 @@ static void readdir_done(struct nc_client *c, void *arg, int err, COMPOUND4res *
     }
     reply.entries = entries;
     reply.nentries = (uint32_t)n;
+    reply.entries_block = &block;
     reply.eof = ok->reply.eof;
     memcpy(&reply.cookieverf, ok->cookieverf, sizeof(reply.cookieverf));
 out:
     ctx->cb(ctx->arg, &reply);
-    free(entries);
-    free(names);
+    free(block); /* NULL when the callback took it */
     free(ctx);
+}
+
+void *nc_reply_take_entries(const struct nc_reply *reply)
+{
+    if (!reply->entries_block)
+        return NULL;
+    void *block = *reply->entries_block;
+    *reply->entries_block = NULL;
+    return block;
 }
 
 void nc_readdir(struct nc_client *c, const struct nc_cred *cred, const struct nc_fh *dir,

@@ -169,10 +169,12 @@ struct nc_reply {
     bool stable;       /* WRITE was answered FILE_SYNC: no COMMIT needed */
     /* readlink */
     const char *target;
-    /* readdir */
+    /* readdir: entries and the names they point to are one block, freed
+     * when the callback returns unless it takes them (nc_reply_take_entries) */
     const struct nc_dirent *entries;
     uint32_t nentries;
     uint64_t cookieverf;
+    void **entries_block; /* nfsclient's own: use nc_reply_take_entries() */
     /* statfs */
     struct nc_statfs statfs;
     /* access: the granted subset of the requested NC_ACCESS_* bits */
@@ -185,6 +187,11 @@ struct nc_reply {
 };
 
 typedef void (*nc_callback)(void *arg, const struct nc_reply *reply);
+
+/* Keeps a READDIR reply's entries past its callback, without copying a
+ * batch of thousands: returns the block reply->entries (and their names)
+ * live in, to free() when done; NULL when the reply has none. */
+void *nc_reply_take_entries(const struct nc_reply *reply);
 
 enum nc_log_level { NC_LOG_DEBUG, NC_LOG_INFO, NC_LOG_WARN, NC_LOG_ERROR };
 

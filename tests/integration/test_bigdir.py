@@ -42,3 +42,35 @@ def test_ten_thousand_entries(nfs_server, mount_efsfuse):
     # Entries added after a listing began are seen by the next listing.
     (d / "late-comer").touch()
     assert len(os.listdir(fresh.path / "big-dir")) == N + 1
+
+
+# Needs: a readdirplus reply built ahead of the kernel's call for it (fuse/dir.c)
+# is not sent once an entry's attributes changed through the mount after it
+# was built: the kernel would take the old ones as newer than its own.
+def test_attributes_changed_during_a_listing(nfs_server, mount_efsfuse):
+    m = mount_efsfuse("/")
+    d = m.path / "changing-dir"
+    d.mkdir()
+    for i in range(4000):
+        os.close(os.open(d / f"f{i:04d}", os.O_CREAT | os.O_WRONLY, 0o644))
+    fresh = mount_efsfuse("/")
+    fd_dir = fresh.path / "changing-dir"
+    order = os.listdir(fd_dir)
+    it = os.scandir(fd_dir)
+    try:
+        first = next(it)  # one getdents: the first reply; the next one is built
+        changed = set(order[500:4000:37]) - {first.name}
+        for name in changed:
+            os.chmod(fd_dir / name, 0o600)
+            os.truncate(fd_dir / name, 7)
+        seen = {}
+        for e in it:
+            st = e.stat(follow_symlinks=False)
+            seen[e.name] = (st.st_mode & 0o777, st.st_size)
+    finally:
+        it.close()
+    assert len(seen) == 3999
+    stale = {n: seen[n] for n in changed if seen.get(n) != (0o600, 7)}
+    assert not stale, f"{len(stale)} of {len(changed)} listed with old attributes, e.g. {list(stale.items())[:3]}"
+    unchanged = set(order) - changed - {first.name}
+    assert all(seen[n] == (0o644, 0) for n in unchanged)
