@@ -243,6 +243,9 @@ static bool page_add_entry(struct page *p, struct fs *fs, struct dir_handle *dh,
         return false;
     }
     fs_inode_add_name(fs, inode, dh->inode, de->name);
+    /* Held until the page is sent or dropped: a later entry of the same
+     * inode (a hard link) that does not fit would otherwise free it. */
+    fs_inode_ref(inode);
     p->placed[p->nplaced++] = inode;
     return true;
 }
@@ -270,22 +273,23 @@ static void page_fill(struct page *p, struct fs *fs, struct dir_handle *dh, cons
     p->batch_ended = !full;
 }
 
-/* Answers with p and frees it; its inodes count a lookup once the kernel
- * has them. `held`: they hold a reference (built ahead). */
-static bool page_send(fuse_req_t *slot, struct fs *fs, struct page *p, bool held)
+/* Frees p; its inodes count a lookup if the kernel got them. */
+static void page_release(struct fs *fs, struct page *p, bool delivered)
 {
-    int rc = fs_reply_buf(slot, p->buf, p->pos);
     for (size_t k = 0; k < p->nplaced; k++) {
-        if (rc == 0)
+        if (delivered)
             p->placed[k]->nlookup++;
-        if (held)
-            fs_inode_unref(fs, p->placed[k]);
-        else if (rc != 0)
-            fs_inode_put_if_unused(fs, p->placed[k]); /* the kernel never saw them */
+        fs_inode_unref(fs, p->placed[k]); /* frees those the kernel never saw */
     }
     free(p->buf);
     free(p->placed);
-    return rc == 0;
+}
+
+static bool page_send(fuse_req_t *slot, struct fs *fs, struct page *p)
+{
+    bool delivered = fs_reply_buf(slot, p->buf, p->pos) == 0;
+    page_release(fs, p, delivered);
+    return delivered;
 }
 
 static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, size_t size);
@@ -302,7 +306,7 @@ static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle 
     page_fill(&p, fs, dh, &dh->cur, after, with_dot, with_dotdot);
     uint64_t end = p.last_off;
     bool more = end > DOTDOT_OFFSET && !(p.batch_ended && dh->cur.eof);
-    if (page_send(slot, fs, &p, false) && plus && more)
+    if (page_send(slot, fs, &p) && plus && more)
         ahead_build(fs, dh, end, size);
 }
 
@@ -313,10 +317,7 @@ static void ahead_drop(struct fs *fs, struct dir_handle *dh)
     if (!a)
         return;
     dh->ahead = NULL;
-    for (size_t k = 0; k < a->page.nplaced; k++)
-        fs_inode_unref(fs, a->page.placed[k]);
-    free(a->page.buf);
-    free(a->page.placed);
+    page_release(fs, &a->page, false);
     free(a->attr_stamp);
     free(a);
 }
@@ -350,17 +351,12 @@ static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, si
     page_fill(&a->page, fs, dh, b, after, false, false);
     a->attr_stamp = malloc((a->page.nplaced + 1) * sizeof(*a->attr_stamp));
     if (!a->attr_stamp) {
-        for (size_t k = 0; k < a->page.nplaced; k++)
-            fs_inode_put_if_unused(fs, a->page.placed[k]);
-        free(a->page.buf);
-        free(a->page.placed);
+        page_release(fs, &a->page, false);
         free(a);
         return;
     }
-    for (size_t k = 0; k < a->page.nplaced; k++) {
-        fs_inode_ref(a->page.placed[k]);
+    for (size_t k = 0; k < a->page.nplaced; k++)
         a->attr_stamp[k] = a->page.placed[k]->attr_stamp;
-    }
     a->after = after;
     a->block = b->block;
     dh->ahead = a;
@@ -546,7 +542,7 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
         uint64_t end = a->page.last_off;
         bool more = end > DOTDOT_OFFSET && !(a->page.batch_ended && dh->cur.eof);
         fs_req_hold(&w.req, req);
-        bool sent = page_send(&w.req, fs, &a->page, true);
+        bool sent = page_send(&w.req, fs, &a->page);
         free(a->attr_stamp);
         free(a);
         if (sent && more)

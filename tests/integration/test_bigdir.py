@@ -74,3 +74,48 @@ def test_attributes_changed_during_a_listing(nfs_server, mount_efsfuse):
     assert not stale, f"{len(stale)} of {len(changed)} listed with old attributes, e.g. {list(stale.items())[:3]}"
     unchanged = set(order) - changed - {first.name}
     assert all(seen[n] == (0o644, 0) for n in unchanged)
+
+
+def getdents_names(path, bufsize):
+    """Every name in path, read with getdents64 and a buffer of bufsize bytes
+    (the kernel asks FUSE for about as much per call)."""
+    import ctypes
+    import struct
+    libc = ctypes.CDLL(None, use_errno=True)
+    SYS_getdents64 = 217  # x86_64
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    buf = ctypes.create_string_buffer(bufsize)
+    names = []
+    try:
+        while True:
+            n = libc.syscall(SYS_getdents64, fd, buf, bufsize)
+            if n < 0:
+                raise OSError(ctypes.get_errno(), "getdents64")
+            if n == 0:
+                return names
+            pos = 0
+            while pos < n:
+                _ino, _off, reclen, _type = struct.unpack_from("<QqHB", buf.raw, pos)
+                name = buf.raw[pos + 19:pos + reclen].split(b"\0", 1)[0].decode()
+                if name not in (".", ".."):
+                    names.append(name)
+                pos += reclen
+    finally:
+        os.close(fd)
+
+
+# Needs: a reply that fills up on a second name of an inode it already holds
+# (hard links) keeps that inode for the names before it.
+def test_hard_links_fill_a_small_reply(nfs_server, mount_efsfuse):
+    m = mount_efsfuse("/")
+    d = m.path / "links-dir"
+    d.mkdir()
+    (d / "target").write_bytes(b"x")
+    for i in range(300):
+        os.link(d / "target", d / f"link-{i:03d}")
+    fresh = mount_efsfuse("/")
+    expected = {"target"} | {f"link-{i:03d}" for i in range(300)}
+    for bufsize in (4096, 1000):
+        names = getdents_names(fresh.path / "links-dir", bufsize)
+        assert sorted(names) == sorted(expected)
+    assert os.stat(fresh.path / "links-dir" / "link-123").st_nlink == 301
