@@ -294,6 +294,18 @@ static bool page_send(fuse_req_t *slot, struct fs *fs, struct page *p)
 
 static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, size_t size);
 
+/* Sends p, a page of the current batch, and when it is a readdirplus page
+ * that the listing goes on past, builds the reply to the next call. */
+static void page_send_listing(fuse_req_t *slot, struct fs *fs, struct dir_handle *dh,
+                              struct page *p)
+{
+    uint64_t end = p->last_off;
+    size_t size = p->size;
+    bool more = p->plus && end > DOTDOT_OFFSET && !(p->batch_ended && dh->cur.eof);
+    if (page_send(slot, fs, p) && more)
+        ahead_build(fs, dh, end, size);
+}
+
 /* Answers from the current batch, starting after cookie `after`. */
 static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle *dh, size_t size,
                              uint64_t after, bool with_dot, bool with_dotdot, bool plus)
@@ -304,10 +316,7 @@ static void reply_from_batch(fuse_req_t *slot, struct fs *fs, struct dir_handle 
         return;
     }
     page_fill(&p, fs, dh, &dh->cur, after, with_dot, with_dotdot);
-    uint64_t end = p.last_off;
-    bool more = end > DOTDOT_OFFSET && !(p.batch_ended && dh->cur.eof);
-    if (page_send(slot, fs, &p) && plus && more)
-        ahead_build(fs, dh, end, size);
+    page_send_listing(slot, fs, dh, &p);
 }
 
 static void ahead_drop(struct fs *fs, struct dir_handle *dh)
@@ -362,12 +371,12 @@ static void ahead_build(struct fs *fs, struct dir_handle *dh, uint64_t after, si
     dh->ahead = a;
 }
 
-/* Whether the page built ahead answers this call as building it now would. */
-static bool ahead_fits(const struct dir_handle *dh, uint64_t after, size_t size)
+/* Whether the page built ahead for this call (same offset and size) is what
+ * building it now would give. */
+static bool ahead_fits(const struct dir_handle *dh)
 {
     const struct ahead *a = dh->ahead;
-    if (!a || a->after != after || a->page.size != size || !dh->has_batch ||
-        a->block != dh->cur.block)
+    if (!dh->has_batch || a->block != dh->cur.block)
         return false;
     for (size_t k = 0; k < a->page.nplaced; k++)
         if (a->page.placed[k]->attr_stamp != a->attr_stamp[k])
@@ -525,8 +534,6 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
     fs_req_cred(fs, req, &cred);
     bool ahead_asked = dh->ahead && plus && pos > DOTDOT_OFFSET && dh->ahead->after == pos &&
                        dh->ahead->page.size == size;
-    if (!ahead_asked)
-        ahead_drop(fs, dh); /* not the call it was built for: it would go stale */
     /* A listing from the start always asks the server (see the top). */
     if (pos != 0 && dh->has_batch && !batch_covers(&dh->cur, w.after) && dh->has_next &&
         dh->next.after == w.after) {
@@ -536,20 +543,16 @@ static void read_dir(fuse_req_t req, size_t size, off_t off, struct fuse_file_in
         dh->has_next = false;
         maybe_prefetch(fs, dh, &cred);
     }
-    if (ahead_asked && ahead_fits(dh, w.after, size)) {
+    if (ahead_asked && ahead_fits(dh)) {
         struct ahead *a = dh->ahead;
         dh->ahead = NULL;
-        uint64_t end = a->page.last_off;
-        bool more = end > DOTDOT_OFFSET && !(a->page.batch_ended && dh->cur.eof);
         fs_req_hold(&w.req, req);
-        bool sent = page_send(&w.req, fs, &a->page);
+        page_send_listing(&w.req, fs, dh, &a->page);
         free(a->attr_stamp);
         free(a);
-        if (sent && more)
-            ahead_build(fs, dh, end, size);
         return;
     }
-    ahead_drop(fs, dh);
+    ahead_drop(fs, dh); /* not for this call, or stale: it goes */
     if (pos != 0 && dh->has_batch && batch_covers(&dh->cur, w.after)) {
         fs_req_hold(&w.req, req);
         serve(fs, dh, &w);
