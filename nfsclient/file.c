@@ -410,10 +410,11 @@ static void open_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
         nc_owner_retry_after_recovery(c, owner, &ctx->seqop);
         return;
     }
-    if (st == NFS4ERR_GRACE) {
-        /* The server restarted and waits for reclaims: new opens must wait. */
+    if (st == NFS4ERR_GRACE || st == NFS4ERR_DELAY) {
+        /* The server restarted and waits for reclaims, or is busy: the open
+         * waits. Both answers used up the seqid. */
         owner->seqid++;
-        nc_owner_retry_delayed(c, owner, &ctx->seqop);
+        nc_owner_retry_delayed(c, owner, &ctx->seqop, st);
         return;
     }
     if (open_exclusive_refused(ctx, st) || exclusive_exists(ctx, st))
@@ -561,6 +562,13 @@ static void close_done(struct nc_client *c, void *arg, int err, COMPOUND4res *re
         if (r)
             st = r->nfs_resop4_u.opclose.status;
         reply.err = nc_status_to_errno(res->status);
+        if (st == NFS4ERR_DELAY) {
+            /* The server keeps the open until a CLOSE succeeds: again, later
+             * (the DELAY used up the seqid). */
+            open->owner->seqid++;
+            nc_owner_retry_delayed(c, open->owner, &ctx->seqop, st);
+            return;
+        }
         if (nc_status_lost_stateid(st)) {
             /* The server forgot the state: closed as far as it is concerned.
              * The other opens still need recovering. */

@@ -177,16 +177,17 @@ static void lock_done(struct nc_client *c, void *arg, int err, COMPOUND4res *res
             nc_owner_retry_after_recovery(c, w->open->owner, &w->seqop);
             return;
         }
-        if (st == NFS4ERR_GRACE) {
-            /* A restarted server takes only reclaims for now; the seqid was
-             * used up (and a new lock-owner perhaps registered). */
+        if (st == NFS4ERR_GRACE || st == NFS4ERR_DELAY) {
+            /* A restarted server takes only reclaims for now, or a busy one
+             * asks us to wait; the seqid was used up (and a new lock-owner
+             * perhaps registered). */
             if (w->used_new_owner) {
                 w->open->owner->seqid++;
                 lo->name = nc_lockowner_new_name();
             } else {
                 lo->seqid++;
             }
-            nc_owner_retry_delayed(c, w->open->owner, &w->seqop);
+            nc_owner_retry_delayed(c, w->open->owner, &w->seqop, st);
             return;
         }
         reply.err = nc_status_to_errno(status);

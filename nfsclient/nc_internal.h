@@ -160,10 +160,11 @@ struct nc_owner;
 struct nc_seqop {
     struct nc_seqop *next;
     void (*start)(struct nc_client *c, struct nc_seqop *op);
-    /* while waiting out the server's grace period (owner held) */
+    /* while waiting out the server's grace period or DELAY (owner held) */
     struct nc_seqop *delay_next;
     struct nc_owner *delay_owner;
     uint64_t delay_at;
+    uint32_t delay_ms; /* the next DELAY's wait; 0: none yet */
 };
 
 /* A call held back while state is being recovered; resume() sends it again
@@ -244,9 +245,14 @@ void nc_owner_done(struct nc_client *c, struct nc_owner *owner, int nfs_status);
 void nc_owner_fill(const struct nc_client *c, const struct nc_owner *owner, open_owner4 *out,
                    char *buf, size_t buflen);
 /* While the server is in its grace period it refuses new opens and locks
- * (NFS4ERR_GRACE, which consumes the seqid): op runs again in a while,
- * still holding its owner. */
-void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op);
+ * (NFS4ERR_GRACE); a busy server answers NFS4ERR_DELAY. Both consume the
+ * seqid (the caller advances it); op runs again after a pause (a second
+ * for GRACE, a doubling backoff for DELAY), still holding its owner. */
+void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op,
+                            int nfs_status);
+/* NFS4ERR_DELAY backoff: the first wait and the longest. */
+#define NC_DELAY_MIN_MS 50
+#define NC_DELAY_MAX_MS 2000
 /* Finds an open state of owner with the same stateid "other" (server merged opens). */
 struct nc_open *nc_owner_find_open(struct nc_owner *owner, const stateid4 *sid);
 void nc_owner_add_open(struct nc_owner *owner, struct nc_open *open);

@@ -46,8 +46,6 @@
 #define RECONNECT_MAX_MS 2000
 #define CONNECT_ATTEMPT_MAX_MS 2000
 #define SEND_IOV_MAX 64
-#define DELAY_MIN_MS 50
-#define DELAY_MAX_MS 2000
 /* A request resent after a reconnect that the server answers STALE is sent
  * again this many times (with the DELAY backoff, about 1.5 s in all) before
  * the error is believed: a server that has just restarted has been seen to
@@ -549,7 +547,7 @@ int nc_rpc_call(struct nc_rpc *rpc, const struct nc_cred *cred, COMPOUND4args *a
     call->done = done;
     call->ctx = ctx;
     call->retry_delay = retry_delay;
-    call->delay_ms = DELAY_MIN_MS;
+    call->delay_ms = NC_DELAY_MIN_MS;
     size_t header_max = 4 + 24 + 8 + 8 + 256 + 12 + 4 * NC_MAX_GROUPS + 8;
     size_t cap = header_max + 4096;
     for (;;) {
@@ -711,7 +709,8 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
         }
         if (retry) {
             call->resend_at = nc_now_ms() + call->delay_ms;
-            call->delay_ms = call->delay_ms * 2 > DELAY_MAX_MS ? DELAY_MAX_MS : call->delay_ms * 2;
+            call->delay_ms =
+                call->delay_ms * 2 > NC_DELAY_MAX_MS ? NC_DELAY_MAX_MS : call->delay_ms * 2;
             call->next = rpc->delayed;
             rpc->delayed = call;
             return;

@@ -187,11 +187,19 @@ bool nc_status_lost_stateid(int nfs_status)
     return nc_status_lost_state(nfs_status) || nfs_status == NFS4ERR_BAD_STATEID;
 }
 
-void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op)
+void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op,
+                            int nfs_status)
 {
     struct nc_state *st = c->state;
+    uint32_t wait_ms = GRACE_RETRY_MS;
+    if (nfs_status == NFS4ERR_DELAY) {
+        wait_ms = op->delay_ms ? op->delay_ms : NC_DELAY_MIN_MS;
+        op->delay_ms = wait_ms * 2 > NC_DELAY_MAX_MS ? NC_DELAY_MAX_MS : wait_ms * 2;
+        elog_debug(NC_COMPONENT, "server answered DELAY to a seqid request; again in %u ms",
+                   wait_ms);
+    }
     op->delay_owner = owner;
-    op->delay_at = nc_now_ms() + GRACE_RETRY_MS;
+    op->delay_at = nc_now_ms() + wait_ms;
     op->delay_next = st->delayed;
     st->delayed = op;
 }
