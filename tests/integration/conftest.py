@@ -20,6 +20,7 @@ Against the real binary nothing may be skipped: a skipped test fails the run.
 Tests use the fixtures nfs_server, mount_efsfuse and workdir, and the helpers
 run_as/run_as_user (setpriv), sha256, wait_for, is_mounted and free_port.
 """
+import fcntl
 import hashlib
 import os
 import random
@@ -288,6 +289,45 @@ def mount(own_server, tmp_path):
     timer.cancel()
     for m in mounts:
         m.cleanup()
+
+
+def make_server(tmp_path, grace=None):
+    """A started server of the test's own; grace: seconds of grace period and lease."""
+    server = Server(tmp_path / "srv", grace=grace)
+    server.dir.mkdir()
+    server.start()
+    return server
+
+
+@pytest.fixture
+def mounts(tmp_path):
+    """Factory: mounts(server, n) -> n mounts of the server's export root,
+    unmounted (which must succeed) and cleaned up at the end."""
+    made = []
+
+    def make(server, n=1):
+        for _ in range(n):
+            mnt = tmp_path / f"m{len(made)}"
+            mnt.mkdir()
+            made.append(Mount(server, mnt, "/", [], tmp_path / f"efsfuse{len(made)}.log"))
+        return made[-n:]
+
+    yield make
+    try:
+        for m in made:
+            m.unmount()
+    finally:
+        for m in made:
+            m.cleanup()
+
+
+def try_lock(fd, start=0, length=100):
+    """Non-blocking POSIX write lock: 0, or the errno it failed with."""
+    try:
+        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
+        return 0
+    except OSError as e:
+        return e.errno
 
 
 class Restarter:

@@ -4,14 +4,13 @@ partition longer than the lease would), recovered like a restart without grace: 
 files carry on, locks another client may have taken meanwhile are reported lost to
 their holder instead of being silently taken again."""
 import errno
-import fcntl
 import os
 import signal
 import time
 
 import pytest
 
-from conftest import Mount, Server
+from conftest import make_server, try_lock
 
 # The server's lease (and its grace period after a start), seconds: short, so that a
 # test can outlast it several times.
@@ -20,36 +19,14 @@ LEASE = 5
 
 @pytest.fixture
 def short_lease_server(tmp_path):
-    server = Server(tmp_path / "srv", grace=LEASE)
-    server.dir.mkdir()
-    server.start()
+    server = make_server(tmp_path, LEASE)
     yield server
     server.stop()
 
 
 @pytest.fixture
-def two_mounts(short_lease_server, tmp_path):
-    made = []
-    for i in range(2):
-        mnt = tmp_path / f"m{i}"
-        mnt.mkdir()
-        made.append(Mount(short_lease_server, mnt, "/", [], tmp_path / f"efsfuse{i}.log"))
-    yield made
-    try:
-        for m in made:
-            m.unmount()
-    finally:
-        for m in made:
-            m.cleanup()
-
-
-def try_lock(fd, start=0, length=100):
-    """Non-blocking POSIX write lock: 0, or the errno it failed with."""
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
-        return 0
-    except OSError as e:
-        return e.errno
+def two_mounts(short_lease_server, mounts):
+    return mounts(short_lease_server, 2)
 
 
 def locked_file(m, name):

@@ -10,18 +10,11 @@ import time
 
 import pytest
 
-from conftest import Mount, Server
+from conftest import make_server, try_lock
 
 # Grace period (and lease) of the servers that offer one. Long enough for a client to
 # reconnect and reclaim on a loaded machine, short enough to wait out in a test.
 GRACE = 10
-
-
-def make_server(tmp_path, grace):
-    server = Server(tmp_path / "srv", grace=grace)
-    server.dir.mkdir()
-    server.start()
-    return server
 
 
 @pytest.fixture
@@ -36,36 +29,6 @@ def grace_server(tmp_path):
     server = make_server(tmp_path, GRACE)
     yield server
     server.stop()
-
-
-@pytest.fixture
-def mounts(tmp_path):
-    """Factory: mounts(server, n) -> n mounts of the server's export root."""
-    made = []
-
-    def make(server, n=1):
-        for _ in range(n):
-            mnt = tmp_path / f"m{len(made)}"
-            mnt.mkdir()
-            made.append(Mount(server, mnt, "/", [], tmp_path / f"efsfuse{len(made)}.log"))
-        return made[-n:]
-
-    yield make
-    try:
-        for m in made:
-            m.unmount()
-    finally:
-        for m in made:
-            m.cleanup()
-
-
-def try_lock(fd, start=0, length=100):
-    """Non-blocking POSIX write lock: 0, or the errno it failed with."""
-    try:
-        fcntl.lockf(fd, fcntl.LOCK_EX | fcntl.LOCK_NB, length, start)
-        return 0
-    except OSError as e:
-        return e.errno
 
 
 @pytest.mark.parametrize("grace", [None, GRACE], ids=["graceless", "grace"])
