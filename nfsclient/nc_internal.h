@@ -250,9 +250,13 @@ void nc_owner_fill(const struct nc_client *c, const struct nc_owner *owner, open
  * for GRACE, a doubling backoff for DELAY), still holding its owner. */
 void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct nc_seqop *op,
                             int nfs_status);
-/* NFS4ERR_DELAY backoff: the first wait and the longest. */
+/* NFS4ERR_DELAY backoff: the first wait, the longest, and the wait after ms. */
 #define NC_DELAY_MIN_MS 50
 #define NC_DELAY_MAX_MS 2000
+static inline uint32_t nc_delay_next(uint32_t ms)
+{
+    return ms * 2 > NC_DELAY_MAX_MS ? NC_DELAY_MAX_MS : ms * 2;
+}
 /* Finds an open state of owner with the same stateid "other" (server merged opens). */
 struct nc_open *nc_owner_find_open(struct nc_owner *owner, const stateid4 *sid);
 void nc_owner_add_open(struct nc_owner *owner, struct nc_open *open);

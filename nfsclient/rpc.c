@@ -709,8 +709,7 @@ static void process_record(struct nc_rpc *rpc, unsigned char *rec, size_t len)
         }
         if (retry) {
             call->resend_at = nc_now_ms() + call->delay_ms;
-            call->delay_ms =
-                call->delay_ms * 2 > NC_DELAY_MAX_MS ? NC_DELAY_MAX_MS : call->delay_ms * 2;
+            call->delay_ms = nc_delay_next(call->delay_ms);
             call->next = rpc->delayed;
             rpc->delayed = call;
             return;

@@ -194,7 +194,7 @@ void nc_owner_retry_delayed(struct nc_client *c, struct nc_owner *owner, struct 
     uint32_t wait_ms = GRACE_RETRY_MS;
     if (nfs_status == NFS4ERR_DELAY) {
         wait_ms = op->delay_ms ? op->delay_ms : NC_DELAY_MIN_MS;
-        op->delay_ms = wait_ms * 2 > NC_DELAY_MAX_MS ? NC_DELAY_MAX_MS : wait_ms * 2;
+        op->delay_ms = nc_delay_next(wait_ms);
         elog_debug(NC_COMPONENT, "server answered DELAY to a seqid request; again in %u ms",
                    wait_ms);
     }
