@@ -23,6 +23,7 @@ _spec.loader.exec_module(integration)
 # Fixtures and hooks taken over as they are. Not pytest_sessionstart: the
 # tcpproxy tests run without efsfuse (the tests that mount check for it).
 nfs_server = integration.nfs_server
+own_server = integration.own_server
 mount_efsfuse = integration.mount_efsfuse
 pytest_configure = integration.pytest_configure
 pytest_runtest_logreport = integration.pytest_runtest_logreport

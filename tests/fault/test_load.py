@@ -50,15 +50,6 @@ def worker(root, seed, stop, results):
 
 
 @pytest.fixture
-def own_server(tmp_path):
-    server = integration.Server(tmp_path / "srv")
-    server.dir.mkdir()
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
 def own_mount(own_server, tmp_path):
     """mount(**how) -> Mount of own_server; unmounted and checked at teardown."""
     gen = integration.mount_factory(own_server, tmp_path)

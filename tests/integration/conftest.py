@@ -254,12 +254,18 @@ def nfs_server(tmp_path_factory):
     server.stop()
 
 
-@pytest.fixture
-def own_server(tmp_path):
-    """A server of the test's own, for tests that stop, kill or restart it."""
-    server = Server(tmp_path / "srv")
+def make_server(tmp_path, grace=None):
+    """A started server of the test's own; grace: seconds of grace period and lease."""
+    server = Server(tmp_path / "srv", grace=grace)
     server.dir.mkdir()
     server.start()
+    return server
+
+
+@pytest.fixture
+def own_server(tmp_path):
+    """A server of the test's own, for tests that stop, kill or restart it (graceless)."""
+    server = make_server(tmp_path)
     yield server
     server.stop()
 
@@ -289,14 +295,6 @@ def mount(own_server, tmp_path):
     timer.cancel()
     for m in mounts:
         m.cleanup()
-
-
-def make_server(tmp_path, grace=None):
-    """A started server of the test's own; grace: seconds of grace period and lease."""
-    server = Server(tmp_path / "srv", grace=grace)
-    server.dir.mkdir()
-    server.start()
-    return server
 
 
 @pytest.fixture

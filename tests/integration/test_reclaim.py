@@ -14,14 +14,8 @@ from conftest import make_server, try_lock
 
 # Grace period (and lease) of the servers that offer one. Long enough for a client to
 # reconnect and reclaim on a loaded machine, short enough to wait out in a test.
+# (own_server, from conftest, offers none.)
 GRACE = 10
-
-
-@pytest.fixture
-def graceless_server(tmp_path):
-    server = make_server(tmp_path, None)
-    yield server
-    server.stop()
 
 
 @pytest.fixture
@@ -94,17 +88,17 @@ def test_lock_reclaimed_in_grace(grace_server, mounts):
     assert (grace_server.export / "locked").read_bytes() == b"b" + b"a" * 999
 
 
-def test_lock_lost_without_grace(graceless_server, mounts):
+def test_lock_lost_without_grace(own_server, mounts):
     """Without a grace period the lock cannot be reclaimed: its holder gets EIO on its
     next operations on that descriptor (as with the Linux client) and a warning is
     logged; once it closes, the file works again."""
-    (m,) = mounts(graceless_server)
+    (m,) = mounts(own_server)
     fd = os.open(m.path / "locked", os.O_CREAT | os.O_RDWR, 0o644)
     os.write(fd, b"a" * 1000)
     os.fsync(fd)
     assert try_lock(fd) == 0
 
-    graceless_server.crash_and_restart()
+    own_server.crash_and_restart()
 
     def write_and_sync(offset):
         errors = []
@@ -137,13 +131,13 @@ def test_lock_lost_without_grace(graceless_server, mounts):
     os.pwrite(fd, b"c", 0)
     os.fsync(fd)
     os.close(fd)
-    assert (graceless_server.export / "locked").read_bytes() == b"c" + b"a" * 999
+    assert (own_server.export / "locked").read_bytes() == b"c" + b"a" * 999
 
 
-def test_reads_in_flight_are_resent(graceless_server, mounts):
+def test_reads_in_flight_are_resent(own_server, mounts):
     """A reader busy on a file while the server is killed and restarted sees no error and
     the right data: its requests wait for the server and go again with the new state."""
-    (m,) = mounts(graceless_server)
+    (m,) = mounts(own_server)
     size = 8 << 20
     data = os.urandom(size)
     (m.path / "big").write_bytes(data)
@@ -173,7 +167,7 @@ def test_reads_in_flight_are_resent(graceless_server, mounts):
     t.start()
     try:
         assert _wait(lambda: len(reads_at) > 8, 20)
-        graceless_server.crash_and_restart()
+        own_server.crash_and_restart()
         restarted = time.monotonic()
         assert _wait(lambda: sum(1 for r in reads_at if r > restarted) > 8 or errors, 60)
     finally:
