@@ -11,6 +11,7 @@ import struct
 import threading
 
 TIMEOUT = 10
+OP_PUTFH = 22
 
 
 def rpc_records(buf):
@@ -43,6 +44,20 @@ def rpc_payload(record):
     return out
 
 
+def xdr_opaque(data, off):
+    """The XDR opaque at off: (its bytes, the offset after it)."""
+    n = struct.unpack_from(">I", data, off)[0]
+    return data[off + 4:off + 4 + n], off + 4 + ((n + 3) & ~3)
+
+
+def _call_args(data):
+    """Offset of an RPC call's arguments (after the credential and verifier)."""
+    off = 24
+    for _ in range(2):  # credential, verifier: a flavor, then an opaque body
+        _, off = xdr_opaque(data, off + 4)
+    return off
+
+
 def call_tag(data):
     """(xid, COMPOUND tag or None) of an RPC call."""
     xid, mtype = struct.unpack_from(">II", data, 0)
@@ -51,13 +66,20 @@ def call_tag(data):
     proc = struct.unpack_from(">I", data, 20)[0]
     if proc != 1:
         return xid, None
-    off = 24
-    for _ in range(2):  # credential, verifier
-        off += 4
-        n = struct.unpack_from(">I", data, off)[0]
-        off += 4 + ((n + 3) & ~3)
-    n = struct.unpack_from(">I", data, off)[0]
-    return xid, data[off + 4:off + 4 + n].decode(errors="replace")
+    tag, _ = xdr_opaque(data, _call_args(data))
+    return xid, tag.decode(errors="replace")
+
+
+def op_after_putfh(call):
+    """(opcode, offset of its arguments) of the operation a COMPOUND call
+    starting with PUTFH performs; (None, None) for any other call."""
+    _, off = xdr_opaque(call, _call_args(call))  # tag
+    off += 4  # minorversion
+    numops, first = struct.unpack_from(">II", call, off)
+    if numops < 2 or first != OP_PUTFH:
+        return None, None
+    _, off = xdr_opaque(call, off + 8)  # the filehandle
+    return struct.unpack_from(">I", call, off)[0], off + 4
 
 
 def reply_status(data):

@@ -13,37 +13,16 @@ first open is.
 """
 import mmap
 import os
-import struct
 import time
 
 import pytest
 
 from faultlib import log_events
-from rpcproxy import TIMEOUT, ReplyDropper, compound_reply
+from rpcproxy import OP_PUTFH, TIMEOUT, ReplyDropper, compound_reply, op_after_putfh
 
-OP_PUTFH = 22
 NFS4ERR_DELAY = 10008
 # How many DELAY answers each request gets before the server takes it.
 DELAYS = 3
-
-
-def _opaque_end(data, off):
-    n = struct.unpack_from(">I", data, off)[0]
-    return off + 4 + ((n + 3) & ~3)
-
-
-def op_after_putfh(call):
-    """The operation a PUTFH-first COMPOUND call performs, else None."""
-    off = 24
-    for _ in range(2):  # credential, verifier
-        off = _opaque_end(call, off + 4)
-    off = _opaque_end(call, off)  # tag
-    off += 4  # minorversion
-    numops, first = struct.unpack_from(">II", call, off)
-    if numops < 2 or first != OP_PUTFH:
-        return None
-    off = _opaque_end(call, off + 8)
-    return struct.unpack_from(">I", call, off)[0]
 
 
 class BusyServer(ReplyDropper):
@@ -67,7 +46,7 @@ class BusyServer(ReplyDropper):
         with self.lock:
             if tag != self.delay_tag or self.delays_left == 0:
                 return None
-            op = op_after_putfh(call)
+            op, _ = op_after_putfh(call)
             if op is None:
                 return None
             self.delays_left -= 1

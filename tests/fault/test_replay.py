@@ -22,7 +22,7 @@ import time
 import pytest
 
 from faultlib import log_events
-from rpcproxy import TIMEOUT, ReplyDropper, compound_reply
+from rpcproxy import OP_PUTFH, TIMEOUT, ReplyDropper, compound_reply, op_after_putfh, xdr_opaque
 
 
 @pytest.fixture
@@ -239,32 +239,19 @@ def test_lost_reply_of_exclusive_create_then_someone_elses_file(
     assert (d / "made").read_bytes() == b"theirs"
 
 
-OP_PUTFH, OP_OPEN = 22, 18
+OP_OPEN = 18
 OPEN4_CREATE = 1
 UNCHECKED4, GUARDED4, EXCLUSIVE4 = 0, 1, 2
 NFS4ERR_NOTSUPP = 10004
 
 
-def _opaque(data, off):
-    n = struct.unpack_from(">I", data, off)[0]
-    return data[off + 4:off + 4 + n], off + 4 + ((n + 3) & ~3)
-
-
 def _open_createmode(data):
     """createmode of a PUTFH + OPEN(CREATE) call, else None."""
-    off = 24
-    for _ in range(2):  # credential, verifier
-        _, off = _opaque(data, off + 4)
-    _, off = _opaque(data, off)  # tag
-    off += 4  # minorversion
-    numops, first = struct.unpack_from(">II", data, off)
-    if numops < 2 or first != OP_PUTFH:
+    op, off = op_after_putfh(data)
+    if op != OP_OPEN:
         return None
-    _, off = _opaque(data, off + 8)
-    if struct.unpack_from(">I", data, off)[0] != OP_OPEN:
-        return None
-    off += 4 + 12 + 8  # seqid, share_access, share_deny; owner's clientid
-    _, off = _opaque(data, off)
+    off += 12 + 8  # seqid, share_access, share_deny; owner's clientid
+    _, off = xdr_opaque(data, off)
     opentype, mode = struct.unpack_from(">II", data, off)
     return mode if opentype == OPEN4_CREATE else None
 
