@@ -207,12 +207,16 @@ class Server:
         self.stop()
         self.start()
 
-    def crash_and_restart(self, downtime=1.0):
-        """kill -9 the server, then start it again on the same port and export."""
+    def crash(self):
+        """kill -9 the server; returns once it is gone."""
         pid = self.pid
         os.kill(pid, 9)
         while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
             time.sleep(0.05)
+
+    def crash_and_restart(self, downtime=1.0):
+        """kill -9 the server, then start it again on the same port and export."""
+        self.crash()
         time.sleep(downtime)
         self.start()
 

@@ -50,10 +50,7 @@ def lose_unstable_data(server, restarter, name, expect_size, size=0):
         assert time.monotonic() < deadline, f"{path.stat().st_size} != {expect_size}"
         time.sleep(0.05)
     time.sleep(0.3)  # the last replies on their way back
-    pid = server.pid
-    os.kill(pid, signal.SIGKILL)
-    while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
-        time.sleep(0.05)
+    server.crash()
     os.truncate(server.export / name, size)
     # ganesha's write verifier is its start time in whole seconds: a server
     # started again within the second it first started in would answer the

@@ -58,10 +58,7 @@ def test_stale_handle_fails_that_file_only(own_server, tmp_path):
         os.write(fd, b"before")
         os.fsync(fd)
 
-        pid = own_server.pid
-        os.kill(pid, 9)
-        while os.path.exists(f"/proc/{pid}") and "zombie" not in open(f"/proc/{pid}/status").read():
-            time.sleep(0.05)
+        own_server.crash()
         shutil.rmtree(own_server.export / "gone")
         time.sleep(1)
         own_server.start()
