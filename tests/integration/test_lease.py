@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import make_server, try_lock
+from conftest import make_server, try_lock, wait_for
 
 # The server's lease (and its grace period after a start), seconds: short, so that a
 # test can outlast it several times.
@@ -59,15 +59,6 @@ def test_idle_mount_keeps_its_lease(two_mounts):
     assert "lease renewal failed" not in holder.stderr()
 
 
-def wait_for(cond, timeout):
-    end = time.monotonic() + timeout
-    while time.monotonic() < end:
-        if cond():
-            return True
-        time.sleep(0.2)
-    return False
-
-
 def test_expired_lease_is_recovered(two_mounts, short_lease_server):
     """efsfuse stopped (SIGSTOP) for longer than its lease: the server expires the client
     and gives its lock to another. Resumed, efsfuse treats EXPIRED/STALE_CLIENTID as a
@@ -86,7 +77,7 @@ def test_expired_lease_is_recovered(two_mounts, short_lease_server):
     stopped = time.monotonic()
     try:
         # the server gives the lock away only once it has expired the holder's lease
-        assert wait_for(lambda: try_lock(fd2) == 0, 6 * LEASE), "the lease never expired"
+        assert wait_for(lambda: try_lock(fd2) == 0, 6 * LEASE, interval=0.2), "the lease never expired"
         assert time.monotonic() - stopped >= LEASE - 1
     finally:
         holder.proc.send_signal(signal.SIGCONT)

@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from conftest import make_server, try_lock
+from conftest import make_server, try_lock, wait_for
 
 # Grace period (and lease) of the servers that offer one. Long enough for a client to
 # reconnect and reclaim on a loaded machine, short enough to wait out in a test.
@@ -166,25 +166,16 @@ def test_reads_in_flight_are_resent(own_server, mounts):
     t = threading.Thread(target=reader)
     t.start()
     try:
-        assert _wait(lambda: len(reads_at) > 8, 20)
+        assert wait_for(lambda: len(reads_at) > 8, 20)
         own_server.crash_and_restart()
         restarted = time.monotonic()
-        assert _wait(lambda: sum(1 for r in reads_at if r > restarted) > 8 or errors, 60)
+        assert wait_for(lambda: sum(1 for r in reads_at if r > restarted) > 8 or errors, 60)
     finally:
         stop.set()
         t.join(60)
     assert not t.is_alive()
     assert not errors
     assert "state recovered: 0 opens reclaimed, 1 reopened" in m.stderr()
-
-
-def _wait(predicate, timeout):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return predicate()
 
 
 @pytest.mark.parametrize("grace", [None, GRACE], ids=["graceless", "grace"])
