@@ -69,7 +69,7 @@ def delayed(busy, tag, action):
     took = time.monotonic() - started
     at = busy.answered()
     assert len(at) == DELAYS, f"{tag}: {len(at)} DELAY answers"
-    # the backoff doubles: each wait is longer than the one before
+    # each DELAY was waited out (50 ms, then 100 ms) before the next copy came
     gaps = [b - a for a, b in zip(at, at[1:])]
     assert all(g > 0.03 for g in gaps), (tag, gaps)
     assert took < TIMEOUT, (tag, took)
